@@ -1,0 +1,157 @@
+//! `MetricInput`: one gather task and where its samples go.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ObjectStatus, OutputRef};
+use crate::duration::Duration;
+
+/// A gather task: what to collect, how often, and which outputs receive the samples.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "metricshard.io",
+    version = "v1alpha1",
+    kind = "MetricInput",
+    namespaced,
+    doc = "A gather task: what to collect, how often, and which outputs receive the samples.",
+    status = "ObjectStatus",
+    cel,
+    shortname = "mi",
+    category = "metricshard",
+    printcolumn = r#"{"name":"Interval","type":"string","jsonPath":".spec.interval"}"#,
+    printcolumn = r#"{"name":"Placement","type":"string","jsonPath":".spec.placement.mode"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.interval) > duration('0s')").message("spec.interval must be greater than zero").field_path(".interval"))]
+#[x_kube(validation = Rule::new("!has(self.timeout) || duration(self.timeout) > duration('0s')").message("spec.timeout must be greater than zero").field_path(".timeout"))]
+#[x_kube(validation = Rule::new("!has(self.timeout) || duration(self.timeout) <= duration(self.interval)").message("spec.timeout must not exceed spec.interval").field_path(".timeout"))]
+#[x_kube(validation = Rule::new("!has(self.jitter) || duration(self.jitter) < duration(self.interval)").message("spec.jitter must be shorter than spec.interval").field_path(".jitter"))]
+pub struct MetricInputSpec {
+    /// How often the task gathers, in Go duration syntax (`15s`, `1m`). Ticks sit at a stable
+    /// offset within the interval derived from the input's namespace/name, so every collector
+    /// that runs this input gathers at the same instants.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// How long one gather may take before it is abandoned; at most `interval`.
+    /// Defaults to the smaller of 10s and `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Largest extra delay added to each tick, shorter than `interval`. The delay of every tick
+    /// is derived from the input's key and the tick number, so it is the same on every collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Duration>,
+    /// What to gather. Exactly one source must be set.
+    pub source: InputSource,
+    /// Labels added to every sample this input produces. A label of the same name already on
+    /// the sample is overwritten.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-zA-Z_][a-zA-Z0-9_]*$') && !k.startsWith('__'))").message("label names must match [a-zA-Z_][a-zA-Z0-9_]* and must not start with __"))]
+    pub labels: BTreeMap<String, String>,
+    /// The outputs that receive this input's samples. A `MetricOutput` must be in the input's
+    /// namespace; a `ClusterMetricOutput` must admit the namespace through its `namespaceSelector`.
+    #[schemars(length(min = 1, max = 16))]
+    pub outputs: Vec<OutputRef>,
+    /// Where the task runs.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_std(std::time::Duration::from_secs(30))
+}
+
+impl MetricInputSpec {
+    /// The effective gather timeout: `timeout` if set, else the smaller of 10s and `interval`.
+    pub fn effective_timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_ref()
+            .map(Duration::get)
+            .unwrap_or_else(|| self.interval.get().min(std::time::Duration::from_secs(10)))
+    }
+
+    /// The effective largest jitter (zero when unset).
+    pub fn effective_jitter(&self) -> std::time::Duration {
+        self.jitter.as_ref().map(Duration::get).unwrap_or_default()
+    }
+}
+
+/// What an input gathers. Exactly one field is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.prometheus)].filter(x, x).size() == 1").message("exactly one source must be set"))]
+pub struct InputSource {
+    /// Scrape Prometheus exposition-format endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+}
+
+/// A Prometheus scrape of a fixed list of targets.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Targets as `host:port`, scraped at `scheme://host:port{metricsPath}`. Each target's samples
+    /// carry `instance="host:port"` and `job="<namespace>/<name>"` unless they already have them.
+    #[schemars(length(min = 1, max = 1000), inner(length(max = 261)))]
+    #[x_kube(validation = Rule::new("self.all(t, t.matches('^(\\\\[[0-9a-fA-F:.]+\\\\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?):[0-9]{1,5}$'))").message("every static target must be host:port"))]
+    pub static_targets: Vec<String>,
+    /// URL scheme used to scrape the targets.
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// HTTP path of the metrics endpoint on every target.
+    #[serde(default = "default_metrics_path")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("metricsPath must start with /"))]
+    pub metrics_path: String,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".to_owned()
+}
+
+/// URL scheme of a scrape.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// HTTP over TLS, verified against the system roots.
+    Https,
+}
+
+impl Scheme {
+    /// The scheme as it appears in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+/// Where an input's task runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// `Sharded`: exactly one collector of the StatefulSet runs the task. `EveryNode`: every
+    /// node-local collector runs its own copy (for node-local sources). In local mode the one
+    /// collector runs every input either way.
+    #[serde(default)]
+    pub mode: PlacementMode,
+}
+
+/// How an input is placed on collectors.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum PlacementMode {
+    /// One collector of the sharded StatefulSet runs the task.
+    #[default]
+    Sharded,
+    /// Every node-local collector runs the task.
+    EveryNode,
+}
