@@ -1,0 +1,84 @@
+//! The loop of one task: wait for the next phase-aligned tick, gather with a timeout in an
+//! isolated child task, deliver, and back off after failures.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{GatherError, TaskKey, TaskSpec, backoff};
+use crate::schedule::unix_nanos;
+use crate::telemetry::{InputErrorLabels, InputLabels, Telemetry};
+
+/// First delay after a failed gather; doubles per consecutive failure.
+const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest delay after failed gathers.
+const FAILURE_BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Runs the task until `cancel` fires.
+pub(super) async fn run(key: TaskKey, spec: TaskSpec, cancel: CancellationToken, telemetry: Telemetry) {
+    let labels = InputLabels { input: key.to_string() };
+    let mut last_index = None;
+    let mut failures: u32 = 0;
+    let mut not_before = SystemTime::now();
+    loop {
+        let now = SystemTime::now().max(not_before);
+        let tick = spec.schedule.next_tick(now, last_index);
+        let wait = tick.at().duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        last_index = Some(tick.index);
+        let started = Instant::now();
+        let result = gather_isolated(&spec, tick).await;
+        telemetry.gather_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(gathered) => {
+                failures = 0;
+                not_before = SystemTime::now();
+                for (category, message) in &gathered.problems {
+                    telemetry.gather_errors.get_or_create(&InputErrorLabels { input: key.to_string(), reason: category }).inc();
+                    tracing::warn!(input = %key, reason = category, "{message}");
+                }
+                telemetry.input_samples.get_or_create(&labels).inc_by(gathered.samples.len() as u64);
+                if !gathered.samples.is_empty() {
+                    spec.destination.deliver(gathered.samples).await;
+                }
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures, FAILURE_BACKOFF_BASE, FAILURE_BACKOFF_CAP);
+                not_before = SystemTime::now() + delay;
+                telemetry.gather_errors.get_or_create(&InputErrorLabels { input: key.to_string(), reason: error.category() }).inc();
+                tracing::warn!(input = %key, reason = error.category(), failures, retry_in = ?delay, "gather failed: {error}");
+            }
+        }
+        tracing::trace!(input = %key, tick = tick.index, late_ms = (unix_nanos(SystemTime::now()).saturating_sub(tick.at_unix_nanos)) / 1_000_000, "tick done");
+    }
+}
+
+/// Runs one gather in its own tokio task so that a panic or a hang is contained: a panic becomes
+/// an error, and a gather past its timeout is aborted.
+async fn gather_isolated(spec: &TaskSpec, tick: crate::schedule::Tick) -> Result<super::Gathered, GatherError> {
+    let gatherer = spec.gatherer.clone();
+    let mut child = tokio::spawn(async move { AssertUnwindSafe(gatherer.gather(tick)).catch_unwind().await });
+    match tokio::time::timeout(spec.timeout, &mut child).await {
+        Err(_) => {
+            child.abort();
+            Err(GatherError::Timeout(spec.timeout))
+        }
+        Ok(Err(join_error)) => Err(GatherError::Panicked(join_error.to_string())),
+        Ok(Ok(Err(panic))) => Err(GatherError::Panicked(panic_message(&panic))),
+        Ok(Ok(Ok(result))) => result,
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}

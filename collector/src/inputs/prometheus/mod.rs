@@ -1,0 +1,4 @@
+//! Prometheus scrape: exposition-format parsing and the HTTP scrape of targets.
+
+pub mod parser;
+pub mod scrape;

@@ -1,0 +1,244 @@
+//! Turns a desired state (every input and output that should exist) into running tasks and
+//! output pipelines. Local mode and cluster mode both produce desired states; this is the one
+//! place that acts on them.
+//!
+//! Order matters: outputs are started before the inputs that use them and stopped after them,
+//! so no sample is produced towards an output that is not there yet.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use metricshard_crds::{MetricInput, OutputSettings};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::memory::MemoryBuffer;
+use crate::engine::{SupervisorError, TaskKey, TaskSpec, TaskSupervisor, UpdateOutcome};
+use crate::inputs;
+use crate::outputs::{self, Sink};
+use crate::pipeline::{self, PipelineSettings};
+use crate::routing::{InputDestination, OutputEntry, OutputId, OutputRegistry};
+use crate::sample::Labels;
+use crate::schedule::Schedule;
+use crate::telemetry::Telemetry;
+
+/// An output as the desired state holds it.
+#[derive(Debug, Clone)]
+pub struct DesiredOutput {
+    /// Changes when the spec changes; a new generation replaces the pipeline.
+    pub generation: i64,
+    /// Protocol, batching and buffering.
+    pub settings: OwnedOutputSettings,
+    /// For a `ClusterMetricOutput`: which namespaces may use it.
+    pub namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+/// Owned copy of [`OutputSettings`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedOutputSettings {
+    /// Protocol and destination.
+    pub protocol: metricshard_crds::OutputProtocol,
+    /// Batching.
+    pub batch: metricshard_crds::BatchSpec,
+    /// Buffering.
+    pub buffer: metricshard_crds::BufferSpec,
+}
+
+impl From<OutputSettings<'_>> for OwnedOutputSettings {
+    fn from(settings: OutputSettings<'_>) -> Self {
+        Self { protocol: settings.protocol.clone(), batch: settings.batch.clone(), buffer: settings.buffer.clone() }
+    }
+}
+
+/// An input as the desired state holds it.
+#[derive(Debug, Clone)]
+pub struct DesiredInput {
+    /// Restart the task only when this changes.
+    pub generation: i64,
+    /// The input object.
+    pub input: MetricInput,
+}
+
+/// Everything that should be running.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredState {
+    /// Inputs by key.
+    pub inputs: BTreeMap<TaskKey, DesiredInput>,
+    /// Outputs by id.
+    pub outputs: BTreeMap<OutputId, DesiredOutput>,
+    /// Labels of namespaces, for cluster output selectors.
+    pub namespace_labels: BTreeMap<String, Labels>,
+}
+
+/// What one `apply` changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Tasks started.
+    pub started: Vec<TaskKey>,
+    /// Tasks restarted for a new generation.
+    pub restarted: Vec<TaskKey>,
+    /// Tasks stopped.
+    pub stopped: Vec<TaskKey>,
+    /// Inputs that could not be turned into a task, with the reason.
+    pub refused: Vec<(TaskKey, String)>,
+    /// Output pipelines started or replaced.
+    pub outputs_started: Vec<OutputId>,
+    /// Output pipelines stopped.
+    pub outputs_stopped: Vec<OutputId>,
+}
+
+struct RunningOutput {
+    generation: i64,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// The running tasks and output pipelines of one collector.
+pub struct Runtime {
+    supervisor: TaskSupervisor,
+    outputs: BTreeMap<OutputId, RunningOutput>,
+    registry: Arc<OutputRegistry>,
+    telemetry: Telemetry,
+    http: reqwest::Client,
+}
+
+/// Samples queued between inputs and one output's pipeline, in gathers (not samples).
+const OUTPUT_CHANNEL_DEPTH: usize = 64;
+
+impl Runtime {
+    /// An empty runtime.
+    pub fn new(telemetry: Telemetry, http: reqwest::Client) -> Self {
+        Self {
+            supervisor: TaskSupervisor::new(telemetry.clone()),
+            outputs: BTreeMap::new(),
+            registry: Arc::new(OutputRegistry::default()),
+            telemetry,
+            http,
+        }
+    }
+
+    /// The running tasks with their generations.
+    pub fn tasks(&self) -> Vec<(TaskKey, i64)> {
+        self.supervisor.list()
+    }
+
+    /// Makes the running state match `desired`.
+    pub async fn apply(&mut self, desired: &DesiredState) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        self.registry.set_namespace_labels(desired.namespace_labels.clone());
+        for (id, output) in &desired.outputs {
+            let current = self.outputs.get(id).map(|running| running.generation);
+            if current != Some(output.generation) {
+                self.start_output(id.clone(), output).await;
+                report.outputs_started.push(id.clone());
+            }
+        }
+        self.apply_inputs(desired, &mut report).await;
+        let gone: Vec<OutputId> = self.outputs.keys().filter(|id| !desired.outputs.contains_key(id)).cloned().collect();
+        for id in gone {
+            self.stop_output(&id).await;
+            report.outputs_stopped.push(id);
+        }
+        report
+    }
+
+    async fn apply_inputs(&mut self, desired: &DesiredState, report: &mut ApplyReport) {
+        let running: Vec<TaskKey> = self.supervisor.list().into_iter().map(|(key, _)| key).collect();
+        for key in running.iter().filter(|key| !desired.inputs.contains_key(key)) {
+            if self.supervisor.remove(key).await.is_ok() {
+                report.stopped.push(key.clone());
+            }
+        }
+        for (key, input) in &desired.inputs {
+            let spec = match self.task_spec(key, input) {
+                Ok(spec) => spec,
+                Err(reason) => {
+                    // A task that cannot be built must not keep running an older generation
+                    // silently; stop it and say why.
+                    if self.supervisor.remove(key).await.is_ok() {
+                        report.stopped.push(key.clone());
+                    }
+                    tracing::error!(input = %key, "cannot start input: {reason}");
+                    report.refused.push((key.clone(), reason));
+                    continue;
+                }
+            };
+            let result = if self.supervisor.contains(key) {
+                self.supervisor.update(key.clone(), spec).await.map(|outcome| {
+                    if outcome == UpdateOutcome::Restarted {
+                        report.restarted.push(key.clone());
+                    }
+                })
+            } else {
+                self.supervisor.add(key.clone(), spec).map(|()| report.started.push(key.clone()))
+            };
+            if let Err(error @ (SupervisorError::AlreadyExists(_) | SupervisorError::NotFound(_))) = result {
+                tracing::error!(input = %key, "supervisor refused: {error}");
+            }
+        }
+    }
+
+    fn task_spec(&self, key: &TaskKey, desired: &DesiredInput) -> Result<TaskSpec, String> {
+        let input = &desired.input;
+        let namespace = input.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let spec = &input.spec;
+        let gatherer = inputs::build_gatherer(key, spec, self.http.clone()).map_err(|e| e.to_string())?;
+        let destination =
+            InputDestination::new(key.clone(), namespace, spec.outputs.clone(), self.registry.clone(), self.telemetry.clone());
+        Ok(TaskSpec {
+            generation: desired.generation,
+            schedule: Schedule::new(key.as_str(), spec.interval.get(), spec.effective_jitter()),
+            timeout: spec.effective_timeout(),
+            gatherer,
+            destination: Arc::new(destination),
+        })
+    }
+
+    async fn start_output(&mut self, id: OutputId, output: &DesiredOutput) {
+        // Stop the old generation first: it flushes what it holds with its own settings.
+        self.stop_output(&id).await;
+        let sink: Box<dyn Sink> = outputs::build_sink(&output.settings.protocol, self.http.clone());
+        let buffer = Box::new(MemoryBuffer::new(output.settings.buffer.memory.max_samples));
+        let (sender, receiver) = mpsc::channel(OUTPUT_CHANNEL_DEPTH);
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(pipeline::run(
+            id.to_string(),
+            PipelineSettings::from_batch(&output.settings.batch),
+            sink,
+            buffer,
+            receiver,
+            cancel.clone(),
+            self.telemetry.clone(),
+        ));
+        self.registry.insert(id.clone(), OutputEntry { sender, namespace_selector: output.namespace_selector.clone() });
+        self.outputs.insert(id, RunningOutput { generation: output.generation, cancel, handle });
+    }
+
+    async fn stop_output(&mut self, id: &OutputId) {
+        self.registry.remove(id);
+        if let Some(running) = self.outputs.remove(id) {
+            running.cancel.cancel();
+            if let Err(error) = running.handle.await {
+                tracing::error!(output = %id, "output pipeline ended abnormally: {error}");
+            }
+        }
+    }
+
+    /// Stops every task, then flushes and stops every output.
+    pub async fn shutdown(&mut self) {
+        self.supervisor.shutdown().await;
+        let ids: Vec<OutputId> = self.outputs.keys().cloned().collect();
+        futures::future::join_all(ids.iter().map(|id| {
+            self.registry.remove(id);
+            let running = self.outputs.remove(id);
+            async move {
+                if let Some(running) = running {
+                    running.cancel.cancel();
+                    let _ = running.handle.await;
+                }
+            }
+        }))
+        .await;
+    }
+}

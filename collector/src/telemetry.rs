@@ -1,0 +1,153 @@
+//! The collector's own metrics, served on `/metrics`.
+//!
+//! Every family is declared here with its name, help and label set, so the full list of what we
+//! expose is in one place. Labels are bounded by configuration (inputs, outputs) and by short
+//! static categories, never by scraped data.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-input families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InputLabels {
+    /// `namespace/name` of the MetricInput.
+    pub input: String,
+}
+
+/// Labels of per-input error families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InputErrorLabels {
+    /// `namespace/name` of the MetricInput.
+    pub input: String,
+    /// Short static category.
+    pub reason: &'static str,
+}
+
+/// Labels of per-output families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabels {
+    /// `Kind/namespace/name` of the output.
+    pub output: String,
+}
+
+/// Labels of per-output counters with a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputReasonLabels {
+    /// `Kind/namespace/name` of the output.
+    pub output: String,
+    /// Short static category.
+    pub reason: &'static str,
+}
+
+fn gather_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// All metric families of a collector.
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Arc<Registry>,
+    /// `metricshard_input_gather_duration_seconds`.
+    pub gather_duration: Family<InputLabels, Histogram, fn() -> Histogram>,
+    /// `metricshard_input_samples_total`.
+    pub input_samples: Family<InputLabels, Counter>,
+    /// `metricshard_input_gather_errors_total`.
+    pub gather_errors: Family<InputErrorLabels, Counter>,
+    /// `metricshard_input_task_restarts_total`.
+    pub task_restarts: Family<InputLabels, Counter>,
+    /// `metricshard_input_undeliverable_samples_total`.
+    pub undeliverable: Family<InputErrorLabels, Counter>,
+    /// `metricshard_tasks`.
+    pub tasks: Gauge,
+    /// `metricshard_output_buffered_samples`.
+    pub output_buffered: Family<OutputLabels, Gauge>,
+    /// `metricshard_output_written_samples_total`.
+    pub output_written: Family<OutputLabels, Counter>,
+    /// `metricshard_output_dropped_samples_total`.
+    pub output_dropped: Family<OutputReasonLabels, Counter>,
+    /// `metricshard_output_write_errors_total`.
+    pub output_write_errors: Family<OutputReasonLabels, Counter>,
+    /// `metricshard_manifest_invalid_documents`.
+    pub invalid_documents: Gauge,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("metricshard");
+        let gather_duration = Family::<InputLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            gather_duration_histogram as fn() -> Histogram,
+        );
+        let telemetry = Self {
+            registry: Arc::new(Registry::default()),
+            gather_duration,
+            input_samples: Family::default(),
+            gather_errors: Family::default(),
+            task_restarts: Family::default(),
+            undeliverable: Family::default(),
+            tasks: Gauge::default(),
+            output_buffered: Family::default(),
+            output_written: Family::default(),
+            output_dropped: Family::default(),
+            output_write_errors: Family::default(),
+            invalid_documents: Gauge::default(),
+        };
+        registry.register(
+            "input_gather_duration_seconds",
+            "Duration of each gather of an input",
+            telemetry.gather_duration.clone(),
+        );
+        registry.register("input_samples", "Samples gathered by an input", telemetry.input_samples.clone());
+        registry.register("input_gather_errors", "Failed gathers and failed targets of an input", telemetry.gather_errors.clone());
+        registry.register("input_task_restarts", "Times an input's task was restarted after a crash", telemetry.task_restarts.clone());
+        registry.register(
+            "input_undeliverable_samples",
+            "Samples an input could not hand to an output (missing output, refused by tenancy)",
+            telemetry.undeliverable.clone(),
+        );
+        registry.register("tasks", "Gather tasks running", telemetry.tasks.clone());
+        registry.register("output_buffered_samples", "Samples waiting in an output's buffer", telemetry.output_buffered.clone());
+        registry.register("output_written_samples", "Samples an output's backend accepted", telemetry.output_written.clone());
+        registry.register("output_dropped_samples", "Samples an output dropped, by reason", telemetry.output_dropped.clone());
+        registry.register("output_write_errors", "Failed batch writes of an output, by reason", telemetry.output_write_errors.clone());
+        registry.register(
+            "manifest_invalid_documents",
+            "Manifest documents currently rejected by validation (local mode)",
+            telemetry.invalid_documents.clone(),
+        );
+        Self { registry: Arc::new(registry), ..telemetry }
+    }
+
+    /// Renders every family in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Forgets every series of a removed input, keeping cardinality bounded by live inputs.
+    pub fn forget_input(&self, input: &str) {
+        let labels = InputLabels { input: input.to_owned() };
+        self.gather_duration.remove(&labels);
+        self.input_samples.remove(&labels);
+        self.task_restarts.remove(&labels);
+        for reason in crate::engine::GATHER_ERROR_REASONS {
+            self.gather_errors.remove(&InputErrorLabels { input: input.to_owned(), reason });
+        }
+        for reason in crate::routing::UNDELIVERABLE_REASONS {
+            self.undeliverable.remove(&InputErrorLabels { input: input.to_owned(), reason });
+        }
+    }
+}

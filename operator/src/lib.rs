@@ -1,0 +1,9 @@
+//! The metricshard operator: decides which collector runs each MetricInput.
+//!
+//! Layers, one direction of dependency: pure domain logic with no kube and no I/O
+//! ([`assignment`]) → adapters (kube watches, server-side apply) → runtime wiring →
+//! a thin `main.rs`. The pure layer is what makes the scheduling testable without a cluster: the
+//! controller only gathers inputs, live collectors and the current labels, calls
+//! [`assignment::assign`], and applies the difference.
+
+pub mod assignment;
