@@ -61,6 +61,8 @@ pub struct Telemetry {
     pub gather_errors: Family<InputErrorLabels, Counter>,
     /// `metricshard_input_task_restarts_total`.
     pub task_restarts: Family<InputLabels, Counter>,
+    /// `metricshard_input_task_starts_total`.
+    pub task_starts: Family<InputLabels, Counter>,
     /// `metricshard_input_undeliverable_samples_total`.
     pub undeliverable: Family<InputErrorLabels, Counter>,
     /// `metricshard_tasks`.
@@ -96,6 +98,7 @@ impl Telemetry {
             input_samples: Family::default(),
             gather_errors: Family::default(),
             task_restarts: Family::default(),
+            task_starts: Family::default(),
             undeliverable: Family::default(),
             tasks: Gauge::default(),
             output_buffered: Family::default(),
@@ -112,6 +115,11 @@ impl Telemetry {
         registry.register("input_samples", "Samples gathered by an input", telemetry.input_samples.clone());
         registry.register("input_gather_errors", "Failed gathers and failed targets of an input", telemetry.gather_errors.clone());
         registry.register("input_task_restarts", "Times an input's task was restarted after a crash", telemetry.task_restarts.clone());
+        registry.register(
+            "input_task_starts",
+            "Times an input's task was started: once, plus once per new generation",
+            telemetry.task_starts.clone(),
+        );
         registry.register(
             "input_undeliverable_samples",
             "Samples an input could not hand to an output (missing output, refused by tenancy)",
@@ -143,6 +151,7 @@ impl Telemetry {
         self.gather_duration.remove(&labels);
         self.input_samples.remove(&labels);
         self.task_restarts.remove(&labels);
+        self.task_starts.remove(&labels);
         for reason in crate::engine::GATHER_ERROR_REASONS {
             self.gather_errors.remove(&InputErrorLabels { input: input.to_owned(), reason });
         }

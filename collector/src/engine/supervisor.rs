@@ -113,6 +113,7 @@ impl TaskSupervisor {
     fn spawn(&self, key: TaskKey, spec: TaskSpec) -> RunningTask {
         let cancel = self.root.child_token();
         let generation = spec.generation;
+        self.telemetry.task_starts.get_or_create(&InputLabels { input: key.to_string() }).inc();
         let handle = tokio::spawn(supervise(key, spec, cancel.clone(), self.telemetry.clone()));
         RunningTask { generation, cancel, handle }
     }
