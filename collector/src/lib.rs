@@ -5,6 +5,7 @@
 //! `pipeline`, `runtime`, `local`) → the thin `main.rs`.
 
 pub mod buffer;
+pub mod cluster;
 pub mod engine;
 pub mod http;
 pub mod inputs;
@@ -16,3 +17,12 @@ pub mod runtime;
 pub mod sample;
 pub mod schedule;
 pub mod telemetry;
+
+/// Builds the HTTP client every scrape and output uses. It first installs rustls' ring crypto
+/// provider for the process (the one kube uses too), so TLS never depends on which providers
+/// happen to be compiled in.
+pub fn build_http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().user_agent(concat!("metricshard/", env!("CARGO_PKG_VERSION"))).build()
+}

@@ -1,5 +1,5 @@
-//! `metricshard-collector`: runs gather tasks from a manifest directory (local mode) or, without
-//! `--manifests`, from the example compiled into the binary.
+//! `metricshard-collector`: runs gather tasks from the apiserver (`--cluster`), from a manifest
+//! directory (`--manifests DIR`), or, with neither, from the example compiled into the binary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
+use metricshard_collector::cluster::{self, CollectorPlacement, PodIdentity};
 use metricshard_collector::http::{self, HttpState};
 use metricshard_collector::local::{self, ManifestSource};
 use metricshard_collector::runtime::Runtime;
@@ -25,6 +26,22 @@ struct Args {
     /// (local mode). Without it, the built-in self-scrape example runs.
     #[arg(long, env = "METRICSHARD_MANIFESTS")]
     manifests: Option<PathBuf>,
+    /// Cluster mode: run the inputs the operator assigned to this pod, read from the apiserver
+    /// (in-cluster config or KUBECONFIG). Needs POD_NAME and POD_NAMESPACE.
+    #[arg(long, env = "METRICSHARD_CLUSTER", conflicts_with = "manifests")]
+    cluster: bool,
+    /// Cluster mode: `sharded` (StatefulSet member) or `every-node` (DaemonSet member).
+    #[arg(long, env = "METRICSHARD_PLACEMENT", value_enum, default_value_t = CollectorPlacement::Sharded)]
+    placement: CollectorPlacement,
+    /// Cluster mode: this pod's name.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Cluster mode: this pod's namespace, where its membership Lease lives.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// Cluster mode: the node this pod runs on.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICSHARD_LISTEN", default_value = "127.0.0.1:9750")]
     listen: SocketAddr,
@@ -57,11 +74,7 @@ fn init_logging(format: LogFormat) {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
-    let source = match &args.manifests {
-        Some(dir) => ManifestSource::directory(dir),
-        None => ManifestSource::embedded("<embedded self-scrape example>", EMBEDDED_EXAMPLE),
-    };
-    let http_client = match reqwest::Client::builder().user_agent(concat!("metricshard/", env!("CARGO_PKG_VERSION"))).build() {
+    let http_client = match metricshard_collector::build_http_client() {
         Ok(client) => client,
         Err(error) => {
             tracing::error!("cannot build the HTTP client: {error}");
@@ -84,7 +97,17 @@ async fn main() -> ExitCode {
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
     let mut runtime = Runtime::new(telemetry.clone(), http_client);
-    local::run(source, &mut runtime, &telemetry, shutdown.clone(), || ready.store(true, Ordering::Release)).await;
+    let mark_ready = || ready.store(true, Ordering::Release);
+    let mut failed = false;
+    if args.cluster {
+        failed = !run_cluster(&args, &mut runtime, shutdown.clone(), mark_ready).await;
+    } else {
+        let source = match &args.manifests {
+            Some(dir) => ManifestSource::directory(dir),
+            None => ManifestSource::embedded("<embedded self-scrape example>", EMBEDDED_EXAMPLE),
+        };
+        local::run(source, &mut runtime, &telemetry, shutdown.clone(), mark_ready).await;
+    }
 
     tracing::info!("shutting down: stopping tasks and flushing outputs");
     runtime.shutdown().await;
@@ -93,7 +116,31 @@ async fn main() -> ExitCode {
         tracing::error!("HTTP server failed: {error}");
         return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Runs cluster mode; false when it could not start or stopped on an error.
+async fn run_cluster(args: &Args, runtime: &mut Runtime, shutdown: CancellationToken, on_applied: impl Fn()) -> bool {
+    let (Some(name), Some(namespace)) = (args.pod_name.clone(), args.pod_namespace.clone()) else {
+        tracing::error!("cluster mode needs POD_NAME and POD_NAMESPACE (set them from the downward API)");
+        return false;
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!("cannot build a Kubernetes client: {error}");
+            return false;
+        }
+    };
+    let pod = PodIdentity { name, namespace, node: args.node_name.clone() };
+    match cluster::run(client, pod, args.placement, runtime, shutdown.clone(), on_applied).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!("cluster mode stopped: {error}");
+            shutdown.cancel();
+            false
+        }
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

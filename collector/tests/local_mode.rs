@@ -80,7 +80,8 @@ impl Collector {
     }
 
     async fn metric(&self, line_prefix: &str) -> Option<f64> {
-        let body = reqwest::get(&self.metrics_url).await.ok()?.text().await.ok()?;
+        let client = metricshard_collector::build_http_client().ok()?;
+        let body = client.get(&self.metrics_url).send().await.ok()?.text().await.ok()?;
         body.lines().find(|line| line.starts_with(line_prefix))?.rsplit(' ').next()?.parse().ok()
     }
 

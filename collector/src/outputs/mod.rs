@@ -2,7 +2,9 @@
 //! is worth retrying. Batching, buffering and retries live in [`crate::pipeline`], the same for all.
 
 pub mod file;
+pub mod influx;
 pub mod line;
+pub mod opentsdb;
 pub mod remote_write;
 pub mod stdout;
 

@@ -18,4 +18,4 @@ pub use error::RemoteWriteError;
 pub use sink::RemoteWriteSink;
 
 // The HTTP status classification shared with the other HTTP outputs of this crate.
-pub(crate) use error::{error_chain, is_retryable_status, read_error_body, status_category};
+pub(crate) use error::{MAX_ERROR_BODY, error_chain, is_retryable_status, read_error_body, status_category, truncate_utf8};
