@@ -198,7 +198,14 @@ impl Runtime {
     async fn start_output(&mut self, id: OutputId, output: &DesiredOutput) {
         // Stop the old generation first: it flushes what it holds with its own settings.
         self.stop_output(&id).await;
-        let sink: Box<dyn Sink> = outputs::build_sink(&output.settings.protocol, self.http.clone());
+        let sink: Box<dyn Sink> = match outputs::build_sink(&output.settings.protocol, self.http.clone()) {
+            Ok(sink) => sink,
+            Err(reason) => {
+                // Inputs using it count their samples as undeliverable (output_not_found).
+                tracing::error!(output = %id, "cannot start output: {reason}");
+                return;
+            }
+        };
         let buffer = Box::new(MemoryBuffer::new(output.settings.buffer.memory.max_samples));
         let (sender, receiver) = mpsc::channel(OUTPUT_CHANNEL_DEPTH);
         let cancel = CancellationToken::new();

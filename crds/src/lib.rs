@@ -10,14 +10,16 @@ pub mod duration;
 pub mod input;
 pub mod manifest;
 pub mod output;
+pub mod protocol;
 pub mod schema_check;
 
 pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;
 pub use input::{InputSource, MetricInput, MetricInputSpec, Placement, PlacementMode, PrometheusSource, Scheme};
+pub use protocol::{FileOutput, InfluxOutput, InfluxPrecision, OpenTsdbOutput, OutputProtocol, RemoteWriteOutput, StdoutOutput};
 pub use output::{
-    BatchSpec, BufferSpec, ClusterMetricOutput, ClusterMetricOutputSpec, FileOutput, FullBehaviour, MemoryBuffer,
-    MetricOutput, MetricOutputSpec, OutputProtocol, OutputSettings, StdoutOutput,
+    BatchSpec, BufferSpec, ClusterMetricOutput, ClusterMetricOutputSpec, FullBehaviour, MemoryBuffer,
+    MetricOutput, MetricOutputSpec, OutputSettings,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

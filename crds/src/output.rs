@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::ObjectStatus;
+pub use crate::protocol::OutputProtocol;
 use crate::duration::Duration;
 
 /// Where samples go, for inputs of the same namespace.
@@ -87,33 +88,6 @@ impl ClusterMetricOutputSpec {
     pub fn settings(&self) -> OutputSettings<'_> {
         OutputSettings { protocol: &self.protocol, batch: &self.batch, buffer: &self.buffer }
     }
-}
-
-/// Protocol and destination of an output. Exactly one field is set.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.stdout), has(self.file)].filter(x, x).size() == 1").message("exactly one protocol must be set"))]
-pub struct OutputProtocol {
-    /// Write samples to the collector's standard output, one per line (see `file` for the format).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdout: Option<StdoutOutput>,
-    /// Append samples to a file, one per line, in the Prometheus text exposition syntax with a
-    /// millisecond timestamp: `name{label="value",...} value timestamp_ms`. Labels are sorted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileOutput>,
-}
-
-/// Standard output of the collector process.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
-pub struct StdoutOutput {}
-
-/// A file on the collector's filesystem.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct FileOutput {
-    /// Absolute path of the file; created if missing, appended to otherwise.
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("file.path must be absolute"))]
-    #[schemars(length(min = 1, max = 4096))]
-    pub path: String,
 }
 
 /// When a batch is sent: as soon as it holds `maxSamples`, or when `flushInterval` (plus up to

@@ -115,3 +115,22 @@ fn yaml_syntax_errors_are_reported_not_panicked() {
     let results = parse_documents("apiVersion: [unclosed\n");
     assert!(results[0].as_ref().unwrap_err().problems[0].message.starts_with("invalid YAML"));
 }
+
+#[test]
+fn output_urls_are_checked_client_side_like_the_apiserver() {
+    let output = |protocol: &str| {
+        format!("apiVersion: metricshard.io/v1alpha1\nkind: MetricOutput\nmetadata: {{name: out}}\nspec:\n  protocol:\n    {protocol}\n")
+    };
+    assert!(problems_of(&output("remoteWrite: {url: \"http://vm:8428/api/v1/write\"}")).is_empty());
+    assert!(problems_of(&output("influx: {url: \"https://influx:8086\", database: m}")).is_empty());
+    assert_eq!(
+        problems_of(&output("remoteWrite: {url: \"ftp://vm/api/v1/write\"}")),
+        vec!["spec.protocol.remoteWrite.url: url must be an absolute http or https URL"]
+    );
+    assert_eq!(
+        problems_of(&output("openTSDB: {url: \"opentsdb:4242\"}")),
+        vec!["spec.protocol.openTSDB.url: url must be an absolute http or https URL"]
+    );
+    let two = "apiVersion: metricshard.io/v1alpha1\nkind: MetricOutput\nmetadata: {name: out}\nspec:\n  protocol: {stdout: {}, openTSDB: {url: \"http://t:4242\"}}\n";
+    assert_eq!(problems_of(two), vec!["spec.protocol: exactly one protocol must be set"]);
+}

@@ -29,6 +29,22 @@ use tokio::sync::OnceCell;
 /// Every CEL rule of the CRDs must appear here for each kind that has it (see
 /// `every_cel_rule_has_an_invalid_manifest`).
 const INVALID: &[(&str, &str, &str)] = &[
+    // Output protocols, CEL
+    (
+        "metricoutput-remote-write-url-not-http.yaml",
+        "spec.protocol.remoteWrite.url",
+        "url must be an absolute http or https URL",
+    ),
+    (
+        "metricoutput-opentsdb-url-relative.yaml",
+        "spec.protocol.openTSDB.url",
+        "url must be an absolute http or https URL",
+    ),
+    (
+        "clustermetricoutput-influx-url-relative.yaml",
+        "spec.protocol.influx.url",
+        "url must be an absolute http or https URL",
+    ),
     // MetricInput, CEL
     (
         "metricinput-interval-zero.yaml",

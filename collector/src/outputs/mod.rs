@@ -55,10 +55,39 @@ pub trait Sink: Send + Sync {
     fn flush(&self) -> BoxFuture<'_, Result<(), WriteError>>;
 }
 
-/// Builds the sink for an output's protocol.
-pub fn build_sink(protocol: &metricshard_crds::OutputProtocol, _http: reqwest::Client) -> Box<dyn Sink> {
-    match (&protocol.stdout, &protocol.file) {
-        (_, Some(file)) => Box::new(file::FileSink::new(&file.path)),
-        _ => Box::new(stdout::StdoutSink),
+/// Builds the sink for an output's protocol, or says why it cannot be built.
+pub fn build_sink(protocol: &metricshard_crds::OutputProtocol, http: reqwest::Client) -> Result<Box<dyn Sink>, String> {
+    let timeout_of = |timeout: &Option<metricshard_crds::Duration>, default| {
+        timeout.as_ref().map_or(default, metricshard_crds::Duration::get)
+    };
+    if let Some(file) = &protocol.file {
+        return Ok(Box::new(file::FileSink::new(&file.path)));
     }
+    if let Some(output) = &protocol.remote_write {
+        let mut config = remote_write::RemoteWriteConfig::new(&output.url);
+        config.timeout = timeout_of(&output.timeout, config.timeout);
+        return remote_write::RemoteWriteSink::new(config, http).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| e.to_string());
+    }
+    if let Some(output) = &protocol.influx {
+        let api = influx::InfluxApi::V1 {
+            database: output.database.clone(),
+            retention_policy: output.retention_policy.clone(),
+            credentials: None,
+        };
+        let mut config = influx::InfluxConfig::new(&output.url, api);
+        config.precision = match output.precision {
+            metricshard_crds::InfluxPrecision::Ns => influx::Precision::Nanoseconds,
+            metricshard_crds::InfluxPrecision::Us => influx::Precision::Microseconds,
+            metricshard_crds::InfluxPrecision::Ms => influx::Precision::Milliseconds,
+            metricshard_crds::InfluxPrecision::S => influx::Precision::Seconds,
+        };
+        config.timeout = timeout_of(&output.timeout, config.timeout);
+        return influx::InfluxSink::new(config, http).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| e.to_string());
+    }
+    if let Some(output) = &protocol.open_tsdb {
+        let mut config = opentsdb::OpenTsdbConfig::new(&output.url);
+        config.timeout = timeout_of(&output.timeout, config.timeout);
+        return opentsdb::OpenTsdbSink::new(config, http).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| e.to_string());
+    }
+    Ok(Box::new(stdout::StdoutSink))
 }

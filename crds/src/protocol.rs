@@ -1,0 +1,110 @@
+//! Output protocols: where an output writes and how.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+
+/// Protocol and destination of an output. Exactly one field is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.stdout), has(self.file), has(self.remoteWrite), has(self.influx), has(self.openTSDB)].filter(x, x).size() == 1").message("exactly one protocol must be set"))]
+pub struct OutputProtocol {
+    /// Write samples to the collector's standard output, one per line (see `file` for the format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<StdoutOutput>,
+    /// Append samples to a file, one per line, in the Prometheus text exposition syntax with a
+    /// millisecond timestamp: `name{label="value",...} value timestamp_ms`. Labels are sorted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileOutput>,
+    /// Send to a Prometheus remote-write 1.0 endpoint (Prometheus with its receiver enabled,
+    /// VictoriaMetrics, Mimir, Thanos receive, ...): protobuf, snappy-compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_write: Option<RemoteWriteOutput>,
+    /// Send to InfluxDB 1.x's `/write` endpoint (or anything speaking it, such as VictoriaMetrics)
+    /// in line protocol. Each sample becomes a point: measurement = metric name, tags = labels,
+    /// one float field `value`. NaN and infinities cannot be written and are dropped and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influx: Option<InfluxOutput>,
+    /// Send to OpenTSDB's `/api/put` (or anything speaking it, such as VictoriaMetrics) as JSON.
+    /// OpenTSDB needs at least one tag and restricts tag characters; see the collector docs.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "openTSDB")]
+    pub open_tsdb: Option<OpenTsdbOutput>,
+}
+
+/// Standard output of the collector process.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+pub struct StdoutOutput {}
+
+/// A file on the collector's filesystem.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FileOutput {
+    /// Absolute path of the file; created if missing, appended to otherwise.
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("file.path must be absolute"))]
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+}
+
+/// A Prometheus remote-write endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteWriteOutput {
+    /// Full URL of the endpoint, e.g. `http://victoria-metrics:8428/api/v1/write`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an absolute http or https URL"))]
+    pub url: String,
+    /// How long one write may take before it is abandoned and retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// An InfluxDB 1.x `/write` endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InfluxOutput {
+    /// Base URL of the server, e.g. `http://influxdb:8086`; `/write` is appended.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an absolute http or https URL"))]
+    pub url: String,
+    /// Database to write to.
+    #[schemars(length(min = 1, max = 253))]
+    pub database: String,
+    /// Retention policy; the database's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub retention_policy: Option<String>,
+    /// Timestamp precision of the written points.
+    #[serde(default)]
+    pub precision: InfluxPrecision,
+    /// How long one write may take before it is abandoned and retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// Timestamp precision of Influx line protocol.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxPrecision {
+    /// Nanoseconds.
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds, the resolution of every sample metricshard gathers.
+    #[default]
+    Ms,
+    /// Seconds.
+    S,
+}
+
+/// An OpenTSDB `/api/put` endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenTsdbOutput {
+    /// Base URL of the server, e.g. `http://opentsdb:4242`; `/api/put?details` is appended.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an absolute http or https URL"))]
+    pub url: String,
+    /// How long one write may take before it is abandoned and retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
