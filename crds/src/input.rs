@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ObjectStatus, OutputRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::common::OutputRef;
 use crate::duration::Duration;
 
 /// A gather task: what to collect, how often, and which outputs receive the samples.
@@ -16,12 +18,13 @@ use crate::duration::Duration;
     kind = "MetricInput",
     namespaced,
     doc = "A gather task: what to collect, how often, and which outputs receive the samples.",
-    status = "ObjectStatus",
+    status = "MetricInputStatus",
     cel,
     shortname = "mi",
     category = "metricshard",
     printcolumn = r#"{"name":"Interval","type":"string","jsonPath":".spec.interval"}"#,
     printcolumn = r#"{"name":"Placement","type":"string","jsonPath":".spec.placement.mode"}"#,
+    printcolumn = r#"{"name":"Collector","type":"string","jsonPath":".status.collector"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -154,4 +157,22 @@ pub enum PlacementMode {
     Sharded,
     /// Every node-local collector runs the task.
     EveryNode,
+}
+
+/// What the operator and the collectors report about an input.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricInputStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The collector pod the operator assigned this input to (`Sharded` placement), or
+    /// `EveryNode` for inputs every node-local collector runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
+    /// Conditions following the Kubernetes API conventions. `Assigned` (written by the operator)
+    /// says whether a live collector owns the input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }

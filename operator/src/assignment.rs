@@ -61,7 +61,7 @@ pub const DEFAULT_LOAD_FACTOR_EPSILON: f64 = 0.1;
 /// The default number of ring points per collector. More points spread the inputs' first
 /// choices more evenly, so fewer inputs overflow to a second choice and fewer move on a change;
 /// the cost is ring size (n · points entries) and build time, both small at this value.
-pub const DEFAULT_VIRTUAL_NODES: u32 = 200;
+pub const DEFAULT_VIRTUAL_NODES: u32 = 256;
 
 /// The most ring points per collector accepted: beyond this the ring costs memory and build time
 /// for no measurable gain in balance.
@@ -151,8 +151,9 @@ impl fmt::Display for CollectorId {
 /// different (though still valid) assignment and moves inputs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AssignmentConfig {
-    /// ε: each collector holds at most `⌈(1 + ε) · mean⌉` inputs. Must be finite and > 0; smaller
-    /// values balance more tightly and move more inputs on changes.
+    /// ε: each collector holds at most `⌈(1 + ε) · mean⌉` inputs. Must be finite and > 0; it is
+    /// used rounded to millionths. Smaller values balance more tightly and move more inputs on
+    /// changes.
     pub load_factor_epsilon: f64,
     /// Ring points per collector, 1 to [`MAX_VIRTUAL_NODES`].
     pub virtual_nodes: u32,
@@ -403,13 +404,17 @@ fn shed_above_capacity(owner: &mut [Option<usize>], load: &mut [usize], capacity
     }
 }
 
-/// `max(⌈(1 + ε) · m / n⌉, ⌈m / n⌉)`, the float part computed as `((1 + ε) · m) / n` in IEEE-754
-/// double precision, which is exact-rounded and the same on every machine. The integer floor
-/// guarantees `capacity · n ≥ m` even if ε is so small that `1 + ε` rounds to 1.
+/// `max(⌈(1 + ε) · m / n⌉, ⌈m / n⌉)` in exact integer arithmetic, with ε rounded to millionths.
+/// In floating point, `1.1 · 100000 / 100` is `1100.0000000000002` and its ceiling 1101: exact
+/// integers keep the bound what the formula says. The second term keeps `capacity · n ≥ m` for
+/// an ε that rounds to zero.
 fn capacity(inputs: usize, collectors: usize, epsilon: f64) -> usize {
-    let bounded = ((1.0 + epsilon) * inputs as f64 / collectors as f64).ceil();
-    // `as` saturates for huge values; NaN was rejected by `validate`.
-    (bounded as usize).max(inputs.div_ceil(collectors))
+    const MILLION: u128 = 1_000_000;
+    // `as` saturates for huge values; NaN and negatives were rejected by `validate`.
+    let epsilon_millionths = (epsilon * 1e6).round() as u64;
+    let numerator = (inputs as u128).saturating_mul(MILLION + u128::from(epsilon_millionths));
+    let bounded = numerator.div_ceil((collectors as u128) * MILLION);
+    usize::try_from(bounded).unwrap_or(usize::MAX).max(inputs.div_ceil(collectors))
 }
 
 /// The collectors sorted, so that collector indices (and ring tie-breaks) are canonical.

@@ -7,3 +7,8 @@
 //! [`assignment::assign`], and applies the difference.
 
 pub mod assignment;
+pub mod controller;
+pub mod leader;
+pub mod membership;
+pub mod plan;
+pub mod telemetry;

@@ -1,0 +1,102 @@
+//! `metricshard-operator`: assigns MetricInputs to live collectors and reports where each runs.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::Parser;
+use metricshard_operator::assignment::AssignmentConfig;
+use metricshard_operator::controller::{self, OperatorSettings};
+use metricshard_operator::telemetry::Telemetry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "metricshard-operator", version, about = "Assigns MetricInputs to metricshard collectors")]
+struct Args {
+    /// Namespace of the release, where collector Leases and the leader Lease live.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// This replica's identity for leader election.
+    #[arg(long, env = "POD_NAME")]
+    identity: String,
+    /// ε of bounded-load hashing: no collector holds more than ⌈(1+ε)·mean⌉ inputs.
+    #[arg(long, env = "METRICSHARD_LOAD_FACTOR_EPSILON", default_value_t = AssignmentConfig::default().load_factor_epsilon)]
+    load_factor_epsilon: f64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICSHARD_LISTEN", default_value = "0.0.0.0:9751")]
+    listen: SocketAddr,
+    /// Log as JSON.
+    #[arg(long, env = "METRICSHARD_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Clone)]
+struct HttpState {
+    telemetry: Telemetry,
+    ready: Arc<AtomicBool>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if args.log_json { builder.json().init() } else { builder.init() }
+    // kube's TLS uses rustls with ring; make it the process default before any client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let assignment = AssignmentConfig { load_factor_epsilon: args.load_factor_epsilon, ..AssignmentConfig::default() };
+    if let Err(error) = assignment.validate() {
+        tracing::error!("invalid --load-factor-epsilon: {error}");
+        return ExitCode::FAILURE;
+    }
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!("cannot build a Kubernetes client: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = Telemetry::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = CancellationToken::new();
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(address = %args.listen, "cannot listen: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(|State(state): State<HttpState>| async move {
+            state.telemetry.encode().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|State(state): State<HttpState>| async move {
+            if state.ready.load(Ordering::Acquire) { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
+        }))
+        .with_state(HttpState { telemetry: telemetry.clone(), ready: ready.clone() });
+    let server_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(async move { server_shutdown.cancelled().await }).await {
+            tracing::error!("HTTP server failed: {error}");
+        }
+    });
+    let signal_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { match terminate.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
+        }
+        signal_shutdown.cancel();
+    });
+    let settings = OperatorSettings { namespace: args.namespace, identity: args.identity, assignment };
+    controller::run(client, settings, telemetry, shutdown.clone(), || ready.store(true, Ordering::Release)).await;
+    shutdown.cancel();
+    ExitCode::SUCCESS
+}
