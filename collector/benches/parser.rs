@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p metricshard-collector --bench parser`
 
+// criterion's macros generate public functions that cannot carry doc comments.
+#![allow(missing_docs)]
+
 use std::fmt::Write;
 use std::hint::black_box;
 
@@ -51,7 +54,9 @@ fn generate_body(format: ExpositionFormat) -> String {
 fn bench_parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("exposition_parse");
     group.throughput(Throughput::Elements(SAMPLES as u64));
-    for (name, format) in [("text_0_0_4", ExpositionFormat::PrometheusText), ("openmetrics_1_0", ExpositionFormat::OpenMetrics)] {
+    for (name, format) in
+        [("text_0_0_4", ExpositionFormat::PrometheusText), ("openmetrics_1_0", ExpositionFormat::OpenMetrics)]
+    {
         let body = generate_body(format);
         // Fail loudly rather than measure the speed of an error path.
         match parse(&body, format) {

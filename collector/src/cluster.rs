@@ -12,9 +12,9 @@
 //! live while its Lease is fresh. On SIGTERM the Lease is deleted so the operator reassigns at
 //! once; after a crash it expires after [`LEASE_DURATION`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -28,7 +28,7 @@ use metricshard_crds::{ClusterMetricOutput, MetricInput, MetricOutput, OutputKin
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::TaskKey;
+use crate::engine::{Readiness, StatusBoard, TaskKey};
 use crate::routing::OutputId;
 use crate::runtime::{DesiredInput, DesiredOutput, DesiredState, Runtime};
 use crate::sample::Labels;
@@ -45,6 +45,12 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const LEASE_RENEW: Duration = Duration::from_secs(5);
 /// Field manager of everything the collector writes.
 pub const FIELD_MANAGER: &str = "metricshard-collector";
+/// How often the collector looks for input statuses to write.
+pub const STATUS_CHECK: Duration = Duration::from_secs(5);
+/// An unchanged status is rewritten this often, to refresh `lastGatherTime`.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
+/// Most status writes per check, so a collector with many inputs never floods the apiserver.
+pub const STATUS_WRITES_PER_CHECK: usize = 50;
 
 /// Which inputs a collector runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -194,9 +200,13 @@ pub async fn run(
         () = shutdown.cancelled() => return Ok(()),
         () = stores.wait_until_ready() => {}
     }
-    let leases: Api<Lease> = Api::namespaced(client, &pod.namespace);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &pod.namespace);
     let mut renew = tokio::time::interval(LEASE_RENEW);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status_check = tokio::time::interval(STATUS_CHECK);
+    status_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let board = runtime.status_board();
+    let mut written = HashMap::new();
     loop {
         let report = runtime.apply(&stores.desired()).await;
         if report != Default::default() {
@@ -214,6 +224,7 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ = renew.tick() => renew_lease(&leases, &pod, placement).await?,
+            _ = status_check.tick() => write_statuses(&client, &board, &stores.inputs, &mut written).await,
         }
     }
     release_lease(&leases, &pod).await;
@@ -260,5 +271,75 @@ async fn release_lease(leases: &Api<Lease>, pod: &PodIdentity) {
     match leases.delete(&pod.name, &DeleteParams::default()).await {
         Ok(_) => tracing::info!(lease = %pod.name, "released the membership lease"),
         Err(error) => tracing::warn!(lease = %pod.name, "releasing the membership lease failed: {error}"),
+    }
+}
+
+/// What was last written for one input.
+struct WrittenStatus {
+    readiness: Readiness,
+    generation: i64,
+    at: Instant,
+}
+
+/// Writes the `Ready` condition and runtime facts of inputs whose readiness changed, or whose
+/// last write is older than [`STATUS_REFRESH`], at most [`STATUS_WRITES_PER_CHECK`] at a time.
+async fn write_statuses(
+    client: &Client,
+    board: &StatusBoard,
+    inputs: &Store<MetricInput>,
+    written: &mut HashMap<TaskKey, WrittenStatus>,
+) {
+    let snapshot = board.snapshot();
+    written.retain(|key, _| snapshot.contains_key(key));
+    let mut writes = 0;
+    for (key, status) in snapshot {
+        let readiness = status.readiness();
+        let current = written.get(&key).is_some_and(|last| {
+            last.readiness == readiness && last.generation == status.generation && last.at.elapsed() < STATUS_REFRESH
+        });
+        if current || writes >= STATUS_WRITES_PER_CHECK {
+            continue;
+        }
+        let Some((namespace, name)) = key.as_str().split_once('/') else { continue };
+        let Some(input) = inputs.state().into_iter().find(|i| i.namespace().as_deref() == Some(namespace) && i.name_any() == name)
+        else {
+            continue;
+        };
+        let previous = input.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        let transition = previous
+            .filter(|c| c.status == readiness.status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        let last_gather = status.last_success.and_then(|time| {
+            let nanos = i128::try_from(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()).ok()?;
+            k8s_openapi::jiff::Timestamp::from_nanosecond(nanos).ok().map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+        });
+        let last_error = status.delivery_problem.clone().or_else(|| status.gather_problem.as_ref().map(|(_, m)| m.clone()));
+        let patch = serde_json::json!({
+            "apiVersion": "metricshard.io/v1alpha1",
+            "kind": "MetricInput",
+            "metadata": { "name": name },
+            "status": {
+                "lastGatherTime": last_gather,
+                "lastGatherSamples": status.last_samples,
+                "lastError": last_error,
+                "conditions": [{
+                    "type": "Ready",
+                    "status": readiness.status,
+                    "reason": readiness.reason,
+                    "message": readiness.message,
+                    "observedGeneration": status.generation,
+                    "lastTransitionTime": transition,
+                }],
+            },
+        });
+        let api: Api<MetricInput> = Api::namespaced(client.clone(), namespace);
+        writes += 1;
+        match api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+            Ok(_) => {
+                written.insert(key, WrittenStatus { readiness, generation: status.generation, at: Instant::now() });
+            }
+            Err(error) => tracing::warn!(input = %key, "writing the input status failed, will retry: {error}"),
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod inputs;
 pub mod local;
 pub mod outputs;
 pub mod pipeline;
+pub mod relabel;
 pub mod routing;
 pub mod runtime;
 pub mod sample;

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use metricshard_crds::{OutputKind, OutputRef};
 use tokio::sync::mpsc;
 
-use crate::engine::{Destination, TaskKey};
+use crate::engine::{Destination, StatusBoard, TaskKey};
 use crate::sample::{Labels, Sample};
 use crate::telemetry::{InputErrorLabels, Telemetry};
 
@@ -181,12 +181,20 @@ pub struct InputDestination {
     outputs: Vec<OutputRef>,
     registry: Arc<OutputRegistry>,
     telemetry: Telemetry,
+    status: StatusBoard,
 }
 
 impl InputDestination {
     /// The destination of input `key` in `namespace`, sending to `outputs`.
-    pub fn new(key: TaskKey, namespace: String, outputs: Vec<OutputRef>, registry: Arc<OutputRegistry>, telemetry: Telemetry) -> Self {
-        Self { key, namespace, outputs, registry, telemetry }
+    pub fn new(
+        key: TaskKey,
+        namespace: String,
+        outputs: Vec<OutputRef>,
+        registry: Arc<OutputRegistry>,
+        telemetry: Telemetry,
+        status: StatusBoard,
+    ) -> Self {
+        Self { key, namespace, outputs, registry, telemetry, status }
     }
 
     fn count_undeliverable(&self, reason: &'static str, samples: usize) {
@@ -202,15 +210,19 @@ impl Destination for InputDestination {
         async move {
             let count = samples.len();
             let mut senders = Vec::with_capacity(self.outputs.len());
+            let mut problems = Vec::new();
             for reference in &self.outputs {
                 match self.registry.route(&self.namespace, reference) {
                     Ok(sender) => senders.push(sender),
                     Err(error) => {
                         self.count_undeliverable(error.category(), count);
                         tracing::warn!(input = %self.key, "cannot deliver {count} samples: {error}");
+                        problems.push(error.to_string());
                     }
                 }
             }
+            let problem = (!problems.is_empty()).then(|| problems.join("; "));
+            self.status.update(&self.key, |status| status.delivery_problem = problem);
             let last = senders.len().saturating_sub(1);
             let mut samples = Some(samples);
             for (index, sender) in senders.into_iter().enumerate() {

@@ -118,6 +118,11 @@ impl Runtime {
         }
     }
 
+    /// The status of every running task.
+    pub fn status_board(&self) -> crate::engine::StatusBoard {
+        self.supervisor.status_board().clone()
+    }
+
     /// The running tasks with their generations.
     pub fn tasks(&self) -> Vec<(TaskKey, i64)> {
         self.supervisor.list()
@@ -184,8 +189,14 @@ impl Runtime {
         let namespace = input.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let spec = &input.spec;
         let gatherer = inputs::build_gatherer(key, spec, self.http.clone()).map_err(|e| e.to_string())?;
-        let destination =
-            InputDestination::new(key.clone(), namespace, spec.outputs.clone(), self.registry.clone(), self.telemetry.clone());
+        let destination = InputDestination::new(
+            key.clone(),
+            namespace,
+            spec.outputs.clone(),
+            self.registry.clone(),
+            self.telemetry.clone(),
+            self.supervisor.status_board().clone(),
+        );
         Ok(TaskSpec {
             generation: desired.generation,
             schedule: Schedule::new(key.as_str(), spec.interval.get(), spec.effective_jitter()),

@@ -27,6 +27,7 @@ use crate::duration::Duration;
     printcolumn = r#"{"name":"Collector","type":"string","jsonPath":".status.collector"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Last Gather","type":"date","jsonPath":".status.lastGatherTime","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -170,8 +171,19 @@ pub struct MetricInputStatus {
     /// `EveryNode` for inputs every node-local collector runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector: Option<String>,
+    /// When the collector running the input last finished a gather without error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gather_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Samples produced by the last gather.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gather_samples: Option<i64>,
+    /// The last problem the collector saw (a failed gather, a target down, an output it may not
+    /// use), cleared once everything works again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// Conditions following the Kubernetes API conventions. `Assigned` (written by the operator)
-    /// says whether a live collector owns the input.
+    /// says whether a live collector owns the input; `Ready` (written by that collector) whether
+    /// its gathers succeed and its samples can be delivered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -1,9 +1,11 @@
 //! The keyed task supervisor: one gather task per input key, started, restarted on a new
 //! generation, or stopped by key, each isolated from the others.
 
+mod status;
 mod supervisor;
 mod task;
 
+pub use status::{Readiness, StatusBoard, TaskStatus};
 pub use supervisor::{SupervisorError, TaskSupervisor, UpdateOutcome};
 
 use std::fmt;

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{TaskKey, TaskSpec, backoff, task};
+use super::{StatusBoard, TaskKey, TaskSpec, backoff, task};
 use crate::telemetry::{InputLabels, Telemetry};
 
 /// Why a supervisor call was refused.
@@ -43,6 +43,7 @@ struct RunningTask {
 pub struct TaskSupervisor {
     tasks: BTreeMap<TaskKey, RunningTask>,
     telemetry: Telemetry,
+    status: StatusBoard,
     /// Cancelled on shutdown; every task's token is a child of it.
     root: CancellationToken,
 }
@@ -55,7 +56,12 @@ const CRASH_BACKOFF_CAP: Duration = Duration::from_secs(60);
 impl TaskSupervisor {
     /// An empty supervisor reporting into `telemetry`.
     pub fn new(telemetry: Telemetry) -> Self {
-        Self { tasks: BTreeMap::new(), telemetry, root: CancellationToken::new() }
+        Self { tasks: BTreeMap::new(), telemetry, status: StatusBoard::default(), root: CancellationToken::new() }
+    }
+
+    /// The status of every running task.
+    pub fn status_board(&self) -> &StatusBoard {
+        &self.status
     }
 
     /// Starts a task for a new key.
@@ -89,6 +95,7 @@ impl TaskSupervisor {
         stop(running).await;
         self.telemetry.tasks.set(self.tasks.len() as i64);
         self.telemetry.forget_input(key.as_str());
+        self.status.remove(key);
         Ok(())
     }
 
@@ -114,7 +121,8 @@ impl TaskSupervisor {
         let cancel = self.root.child_token();
         let generation = spec.generation;
         self.telemetry.task_starts.get_or_create(&InputLabels { input: key.to_string() }).inc();
-        let handle = tokio::spawn(supervise(key, spec, cancel.clone(), self.telemetry.clone()));
+        self.status.update(&key, |status| *status = super::TaskStatus { generation, ..Default::default() });
+        let handle = tokio::spawn(supervise(key, spec, cancel.clone(), self.telemetry.clone(), self.status.clone()));
         RunningTask { generation, cancel, handle }
     }
 }
@@ -132,10 +140,10 @@ async fn stop(task: RunningTask) {
 
 /// Runs a task loop and restarts it with backoff if it ever panics, so that a bug in one
 /// task's loop costs that task a pause, never the collector or another task.
-async fn supervise(key: TaskKey, spec: TaskSpec, cancel: CancellationToken, telemetry: Telemetry) {
+async fn supervise(key: TaskKey, spec: TaskSpec, cancel: CancellationToken, telemetry: Telemetry, status: StatusBoard) {
     let mut crashes: u32 = 0;
     loop {
-        let run = AssertUnwindSafe(task::run(key.clone(), spec.clone(), cancel.clone(), telemetry.clone()));
+        let run = AssertUnwindSafe(task::run(key.clone(), spec.clone(), cancel.clone(), telemetry.clone(), status.clone()));
         match run.catch_unwind().await {
             Ok(()) => return,
             Err(_) => {

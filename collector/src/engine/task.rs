@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{GatherError, TaskKey, TaskSpec, backoff};
+use super::{GatherError, StatusBoard, TaskKey, TaskSpec, backoff};
 use crate::schedule::unix_nanos;
 use crate::telemetry::{InputErrorLabels, InputLabels, Telemetry};
 
@@ -17,7 +17,7 @@ const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(1);
 const FAILURE_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 /// Runs the task until `cancel` fires.
-pub(super) async fn run(key: TaskKey, spec: TaskSpec, cancel: CancellationToken, telemetry: Telemetry) {
+pub(super) async fn run(key: TaskKey, spec: TaskSpec, cancel: CancellationToken, telemetry: Telemetry, status: StatusBoard) {
     let labels = InputLabels { input: key.to_string() };
     let mut last_index = None;
     let mut failures: u32 = 0;
@@ -43,6 +43,11 @@ pub(super) async fn run(key: TaskKey, spec: TaskSpec, cancel: CancellationToken,
                     tracing::warn!(input = %key, reason = category, "{message}");
                 }
                 telemetry.input_samples.get_or_create(&labels).inc_by(gathered.samples.len() as u64);
+                status.update(&key, |status| {
+                    status.last_success = Some(SystemTime::now());
+                    status.last_samples = gathered.samples.len() as u64;
+                    status.gather_problem = gathered.problems.first().cloned();
+                });
                 if !gathered.samples.is_empty() {
                     spec.destination.deliver(gathered.samples).await;
                 }
@@ -53,6 +58,7 @@ pub(super) async fn run(key: TaskKey, spec: TaskSpec, cancel: CancellationToken,
                 not_before = SystemTime::now() + delay;
                 telemetry.gather_errors.get_or_create(&InputErrorLabels { input: key.to_string(), reason: error.category() }).inc();
                 tracing::warn!(input = %key, reason = error.category(), failures, retry_in = ?delay, "gather failed: {error}");
+                status.update(&key, |status| status.gather_problem = Some((error.category(), error.to_string())));
             }
         }
         tracing::trace!(input = %key, tick = tick.index, late_ms = (unix_nanos(SystemTime::now()).saturating_sub(tick.at_unix_nanos)) / 1_000_000, "tick done");

@@ -42,10 +42,7 @@ pub const ACCEPT_HEADER: &str =
 
 /// Picks the parser from a response Content-Type (missing/unknown -> PrometheusText).
 pub fn format_from_content_type(content_type: Option<&str>) -> ExpositionFormat {
-    let media_type = content_type
-        .and_then(|value| value.split(';').next())
-        .map(str::trim)
-        .unwrap_or_default();
+    let media_type = content_type.and_then(|value| value.split(';').next()).map(str::trim).unwrap_or_default();
     if media_type.eq_ignore_ascii_case("application/openmetrics-text") {
         ExpositionFormat::OpenMetrics
     } else {
@@ -258,9 +255,9 @@ impl ParseError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::InvalidMetricName { .. } => "metric_name",
-            Self::InvalidLabelName { .. }
-            | Self::MissingEquals { .. }
-            | Self::MissingLabelSeparator { .. } => "label_syntax",
+            Self::InvalidLabelName { .. } | Self::MissingEquals { .. } | Self::MissingLabelSeparator { .. } => {
+                "label_syntax"
+            }
             Self::MissingLabelValue { .. }
             | Self::UnterminatedLabelValue { .. }
             | Self::InvalidLabelValueEscape { .. } => "label_value",
@@ -436,10 +433,8 @@ impl<'a> Parser<'a> {
     /// Returns the rest of the current line without its line end, and moves past the line end.
     fn rest_of_line(&mut self) -> &'a str {
         let start = self.pos;
-        let end = self.bytes[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.bytes.len(), |offset| start + offset);
+        let end =
+            self.bytes[start..].iter().position(|&b| b == b'\n').map_or(self.bytes.len(), |offset| start + offset);
         self.pos = end;
         let text_end = if end > start && self.bytes[end - 1] == b'\r' { end - 1 } else { end };
         self.consume_line_end();
@@ -605,9 +600,7 @@ impl<'a> Parser<'a> {
                 self.family = match text {
                     "histogram" => FamilyKind::Histogram,
                     "summary" => FamilyKind::Summary,
-                    "counter" | "gauge" | "gaugehistogram" | "info" | "stateset" | "unknown" => {
-                        FamilyKind::Other
-                    }
+                    "counter" | "gauge" | "gaugehistogram" | "info" | "stateset" | "unknown" => FamilyKind::Other,
                     other => return Err(ParseError::InvalidMetricType { line, found: excerpt(other) }),
                 };
             }
@@ -616,11 +609,7 @@ impl<'a> Parser<'a> {
                     && metric.ends_with(text)
                     && metric.as_bytes().get(metric.len() - text.len() - 1) == Some(&b'_');
                 if !is_suffix {
-                    return Err(ParseError::InvalidUnit {
-                        line,
-                        unit: excerpt(text),
-                        metric: metric.to_owned(),
-                    });
+                    return Err(ParseError::InvalidUnit { line, unit: excerpt(text), metric: metric.to_owned() });
                 }
             }
             _ => {}
@@ -655,18 +644,13 @@ impl<'a> Parser<'a> {
         if token.is_empty() {
             return Err(ParseError::MissingValue { line: self.line, found: self.found() });
         }
-        let value = parse_go_float(token)
-            .ok_or_else(|| ParseError::InvalidValue { line: self.line, value: excerpt(token) })?;
+        let value =
+            parse_go_float(token).ok_or_else(|| ParseError::InvalidValue { line: self.line, value: excerpt(token) })?;
         let timestamp_ms = match dialect {
             Dialect::Text => self.text_timestamp()?,
             Dialect::OpenMetrics => self.openmetrics_suffix()?,
         };
-        self.samples.push(ParsedSample {
-            name: name.to_owned(),
-            labels,
-            value: canonical_nan(value),
-            timestamp_ms,
-        });
+        self.samples.push(ParsedSample { name: name.to_owned(), labels, value: canonical_nan(value), timestamp_ms });
         Ok(())
     }
 
@@ -789,9 +773,7 @@ impl<'a> Parser<'a> {
                     return Err(ParseError::DuplicateLabel { line, name: name.to_owned() });
                 }
                 let value = match (self.family, name) {
-                    (FamilyKind::Histogram, "le") | (FamilyKind::Summary, "quantile") => {
-                        normalize_float_label(value)
-                    }
+                    (FamilyKind::Histogram, "le") | (FamilyKind::Summary, "quantile") => normalize_float_label(value),
                     _ => value.into_owned(),
                 };
                 labels.set(name.to_owned(), value);
@@ -1072,7 +1054,9 @@ mod tests {
 
     #[test]
     fn text_label_value_escapes() {
-        let samples = text(r#"msdos_file_access_time_seconds{path="C:\\DIR\\FILE.TXT",error="Cannot find file:\n\"FILE.TXT\""} 1.458255915e9"#);
+        let samples = text(
+            r#"msdos_file_access_time_seconds{path="C:\\DIR\\FILE.TXT",error="Cannot find file:\n\"FILE.TXT\""} 1.458255915e9"#,
+        );
         assert_eq!(
             samples[0].labels,
             labels(&[("path", r"C:\DIR\FILE.TXT"), ("error", "Cannot find file:\n\"FILE.TXT\"")])
@@ -1127,7 +1111,9 @@ mod tests {
 
     #[test]
     fn text_values_rejected_like_prometheus() {
-        for literal in ["0x1p3", "0x10", "1_000", "+NaN", "-nan", "1e400", "-1e400", "abc", "1.2.3", "1e", ".", "infinit", "1,5"] {
+        for literal in
+            ["0x1p3", "0x10", "1_000", "+NaN", "-nan", "1e400", "-1e400", "abc", "1.2.3", "1e", ".", "infinit", "1,5"]
+        {
             let err = text_err(&format!("m {literal}\n"));
             assert!(
                 matches!(&err, ParseError::InvalidValue { line: 1, value } if value == literal),
@@ -1198,10 +1184,8 @@ mod tests {
                     s{le=\"1\"} 1\n\
                     # TYPE g gauge\n\
                     g{le=\"1\"} 1\n";
-        let values: Vec<String> = text(body)
-            .iter()
-            .map(|s| s.labels.iter().map(|l| l.value.clone()).collect::<Vec<_>>().join(","))
-            .collect();
+        let values: Vec<String> =
+            text(body).iter().map(|s| s.labels.iter().map(|l| l.value.clone()).collect::<Vec<_>>().join(",")).collect();
         assert_eq!(values, ["1.0", "0.25", "1e+06", "+Inf", "not-a-number", "1.0", "1", "1"]);
     }
 
@@ -1267,16 +1251,16 @@ mod tests {
 
     #[test]
     fn text_error_messages_say_what_is_wrong() {
-        assert_eq!(
-            text_err("a 1\nb 1\nm{a=\"b\",a=\"c\"} 1\n").to_string(),
-            "line 3: duplicate label name \"a\""
-        );
+        assert_eq!(text_err("a 1\nb 1\nm{a=\"b\",a=\"c\"} 1\n").to_string(), "line 3: duplicate label name \"a\"");
         assert_eq!(text_err("m{a=\"b\"} x1").to_string(), "line 1: invalid sample value \"x1\"");
         assert_eq!(
             text_err("\n\nm{a=b} 1").to_string(),
             "line 3: expected a quoted value for label \"a\", found \"b}\""
         );
-        assert_eq!(text_err("m{a=\"b\\\n\"} 1").to_string(), "line 1: invalid label value escape at the end of the line in label \"a\"");
+        assert_eq!(
+            text_err("m{a=\"b\\\n\"} 1").to_string(),
+            "line 1: invalid label value escape at the end of the line in label \"a\""
+        );
         assert_eq!(text_err("# TYPE m bogus").to_string(), "line 1: invalid metric type \"bogus\"");
     }
 
@@ -1336,7 +1320,10 @@ mod tests {
 
     #[test]
     fn openmetrics_crlf_is_tolerated() {
-        assert_eq!(om("# TYPE a gauge\r\na{x=\"1\"} 1 2\r\n# EOF\r\n"), vec![sample("a", &[("x", "1")], 1.0, Some(2000))]);
+        assert_eq!(
+            om("# TYPE a gauge\r\na{x=\"1\"} 1 2\r\n# EOF\r\n"),
+            vec![sample("a", &[("x", "1")], 1.0, Some(2000))]
+        );
     }
 
     #[test]
@@ -1400,7 +1387,11 @@ mod tests {
         (
             "[a-zA-Z_:][a-zA-Z0-9_:]{0,15}",
             proptest::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_]{0,8}", label_value_strategy(), 0..6),
-            prop_oneof![any::<f64>().prop_filter("finite", |v| v.is_finite()), Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
+            prop_oneof![
+                any::<f64>().prop_filter("finite", |v| v.is_finite()),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY)
+            ],
             proptest::option::of(0i64..4_000_000_000_000),
         )
             .prop_map(|(name, pairs, value, timestamp_ms)| ParsedSample {

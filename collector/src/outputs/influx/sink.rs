@@ -147,7 +147,7 @@ mod tests {
     fn sink(url: &str, api: InfluxApi, precision: Precision) -> InfluxSink {
         let mut config = InfluxConfig::new(url, api);
         config.precision = precision;
-        InfluxSink::new(config, reqwest::Client::new()).unwrap()
+        InfluxSink::new(config, crate::build_http_client().unwrap()).unwrap()
     }
 
     #[test]
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn rejects_non_http_urls() {
         let api = InfluxApi::V1 { database: "d".into(), retention_policy: None, credentials: None };
-        let error = InfluxSink::new(InfluxConfig::new("unix:/tmp/x", api), reqwest::Client::new()).unwrap_err();
+        let error = InfluxSink::new(InfluxConfig::new("unix:/tmp/x", api), crate::build_http_client().unwrap()).unwrap_err();
         assert_eq!(error.category(), "config");
     }
 }

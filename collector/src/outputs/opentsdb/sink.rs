@@ -125,9 +125,9 @@ mod tests {
 
     #[test]
     fn url_is_api_put_with_details() {
-        let sink = OpenTsdbSink::new(OpenTsdbConfig::new("http://tsdb:4242"), reqwest::Client::new()).unwrap();
+        let sink = OpenTsdbSink::new(OpenTsdbConfig::new("http://tsdb:4242"), crate::build_http_client().unwrap()).unwrap();
         assert_eq!(sink.url(), "http://tsdb:4242/api/put?details");
-        let sink = OpenTsdbSink::new(OpenTsdbConfig::new("http://gw/tsdb/"), reqwest::Client::new()).unwrap();
+        let sink = OpenTsdbSink::new(OpenTsdbConfig::new("http://gw/tsdb/"), crate::build_http_client().unwrap()).unwrap();
         assert_eq!(sink.url(), "http://gw/tsdb/api/put?details");
     }
 }

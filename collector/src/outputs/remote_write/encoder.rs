@@ -227,7 +227,7 @@ mod tests {
         // "__name__", value(2) "m" }, samples(2) { value(1) double 1.0, timestamp(2) varint 5 } }.
         let request = build_write_request(&[Sample::new("m", Labels::default(), 1.0, 5)]);
         let expected: Vec<u8> = [
-            &[0x0a, 0x1f][..],
+            &[0x0a, 0x1c][..],
             &[0x0a, 0x0d, 0x0a, 0x08],
             b"__name__",
             &[0x12, 0x01, b'm'],
