@@ -1,6 +1,9 @@
 //! Local mode end to end: the real collector binary runs a manifest directory against real HTTP
 //! targets on loopback, and follows files being added, edited, broken and removed.
 
+// Test code through and through, helpers included: a panic is how a check fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;

@@ -1,5 +1,8 @@
 //! Manifests are read and validated as the apiserver would: schema, typed fields, CEL rules.
 
+// Test code through and through, helpers included: a panic is how a check fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use metricshard_crds::manifest::{ManifestObject, parse_documents};
 
 fn problems_of(yaml: &str) -> Vec<String> {
