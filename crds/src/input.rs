@@ -112,6 +112,84 @@ pub struct PrometheusSource {
     #[schemars(length(max = 1024))]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("metricsPath must start with /"))]
     pub metrics_path: String,
+    /// Relabeling of each target before it is scraped, as Prometheus' `relabel_configs`. A target
+    /// starts with `__address__` (the static target), `__scheme__`, `__metrics_path__` and `job`;
+    /// `keep`/`drop` decide whether it is scraped; afterwards `instance` defaults to `__address__`
+    /// and labels starting with `__` are removed. What remains labels every sample of the target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub relabel_configs: Vec<RelabelRule>,
+    /// Relabeling of each scraped sample, as Prometheus' `metric_relabel_configs`, applied after
+    /// the target's labels and `spec.labels`; the metric name is the label `__name__`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub metric_relabel_configs: Vec<RelabelRule>,
+}
+
+/// One relabeling step with the semantics of Prometheus' `relabel_config` (and the field names of
+/// the Prometheus Operator). Regular expressions are fully anchored, as in Prometheus.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.action != 'hashmod' || has(self.modulus)").message("action hashmod needs modulus"))]
+#[x_kube(validation = Rule::new("!(self.action in ['replace', 'hashmod', 'lowercase', 'uppercase', 'keepequal', 'dropequal']) || has(self.targetLabel)").message("this action needs targetLabel"))]
+pub struct RelabelRule {
+    /// Labels whose values are joined with `separator` to form the step's input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 253)))]
+    pub source_labels: Vec<String>,
+    /// Placed between the joined source values; `;` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub separator: Option<String>,
+    /// The label the step writes (`replace`, `hashmod`, `lowercase`, `uppercase`, `keepequal`,
+    /// `dropequal`); may use `$1`-style references for `replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub target_label: Option<String>,
+    /// RE2-style regular expression, fully anchored; `(.*)` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub regex: Option<String>,
+    /// Divisor of `hashmod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub modulus: Option<u64>,
+    /// What `replace` writes and `labelmap` names; `$1` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub replacement: Option<String>,
+    /// What the step does.
+    #[serde(default)]
+    pub action: RelabelAction,
+}
+
+/// The relabeling actions of Prometheus.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RelabelAction {
+    /// Write `replacement` (expanded with the regex groups) to `targetLabel` when the regex matches.
+    #[default]
+    Replace,
+    /// Keep only what the regex matches.
+    Keep,
+    /// Drop what the regex matches.
+    Drop,
+    /// Keep when the joined source values equal `targetLabel`'s value.
+    KeepEqual,
+    /// Drop when the joined source values equal `targetLabel`'s value.
+    DropEqual,
+    /// Write the md5-based hash of the source values modulo `modulus` to `targetLabel`.
+    HashMod,
+    /// Copy labels whose names match the regex to the name given by `replacement`.
+    LabelMap,
+    /// Remove labels whose names match the regex.
+    LabelDrop,
+    /// Remove labels whose names do not match the regex.
+    LabelKeep,
+    /// Write the lower-cased source values to `targetLabel`.
+    Lowercase,
+    /// Write the upper-cased source values to `targetLabel`.
+    Uppercase,
 }
 
 fn default_metrics_path() -> String {

@@ -15,7 +15,10 @@ pub mod schema_check;
 
 pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;
-pub use input::{InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, Scheme};
+pub use input::{
+    InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
+    RelabelRule, Scheme,
+};
 pub use protocol::{FileOutput, InfluxOutput, InfluxPrecision, OpenTsdbOutput, OutputProtocol, RemoteWriteOutput, StdoutOutput};
 pub use output::{
     BatchSpec, BufferSpec, ClusterMetricOutput, ClusterMetricOutputSpec, FullBehaviour, MemoryBuffer,

@@ -29,6 +29,17 @@ use tokio::sync::OnceCell;
 /// Every CEL rule of the CRDs must appear here for each kind that has it (see
 /// `every_cel_rule_has_an_invalid_manifest`).
 const INVALID: &[(&str, &str, &str)] = &[
+    // Relabeling, CEL
+    (
+        "metricinput-relabel-hashmod-without-modulus.yaml",
+        "spec.source.prometheus.relabelConfigs[0]",
+        "action hashmod needs modulus",
+    ),
+    (
+        "metricinput-relabel-replace-without-target.yaml",
+        "spec.source.prometheus.metricRelabelConfigs[0]",
+        "this action needs targetLabel",
+    ),
     // Output protocols, CEL
     (
         "metricoutput-remote-write-url-not-http.yaml",

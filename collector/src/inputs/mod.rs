@@ -15,13 +15,16 @@ pub enum BuildError {
     /// No source is set (the CRD's CEL rule normally prevents this).
     #[error("spec.source: exactly one source must be set")]
     NoSource,
+    /// The Prometheus source is invalid.
+    #[error(transparent)]
+    Prometheus(#[from] prometheus::scrape::ScrapeConfigError),
 }
 
 /// Builds the gatherer of an input's source.
 pub fn build_gatherer(key: &TaskKey, spec: &MetricInputSpec, client: reqwest::Client) -> Result<Arc<dyn Gatherer>, BuildError> {
     let extra_labels = Labels::from_pairs(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     match &spec.source.prometheus {
-        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client)),
+        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client)?),
         None => Err(BuildError::NoSource),
     }
 }

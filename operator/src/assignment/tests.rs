@@ -24,7 +24,11 @@ fn expected_capacity(inputs: usize, collectors: usize, epsilon: f64) -> usize {
 }
 
 /// The first collector clockwise from the input: its plain consistent-hashing owner.
-fn first_choice(inputs: &[InputKey], members: &[CollectorId], config: &AssignmentConfig) -> BTreeMap<InputKey, CollectorId> {
+fn first_choice(
+    inputs: &[InputKey],
+    members: &[CollectorId],
+    config: &AssignmentConfig,
+) -> BTreeMap<InputKey, CollectorId> {
     let mut sorted: Vec<&CollectorId> = members.iter().collect();
     sorted.sort();
     let ring = HashRing::new(&sorted, config.virtual_nodes);
@@ -79,7 +83,8 @@ fn assignment_is_pinned() {
     // say so in the release notes.
     let inputs = inputs(0, 12);
     let assignment = assign(&inputs, &collectors(3), None, &AssignmentConfig::default()).unwrap();
-    let owners: Vec<(&str, &str)> = assignment.owners().iter().map(|(input, collector)| (input.as_str(), collector.as_str())).collect();
+    let owners: Vec<(&str, &str)> =
+        assignment.owners().iter().map(|(input, collector)| (input.as_str(), collector.as_str())).collect();
     assert_eq!(owners, GOLDEN);
 }
 
@@ -186,7 +191,7 @@ fn scaling_three_to_four_moves_at_most_eleven_fortieths() {
         let sticky = assign(&inputs, &collectors(4), Some(before.owners()), &config).unwrap();
         let fresh = assign(&inputs, &collectors(4), None, &config).unwrap();
         check_invariants(&sticky, &inputs, &collectors(4), config.load_factor_epsilon);
-        assert_eq!(sticky.max_load(), sticky.max_load().min(275));
+        assert!(sticky.max_load() <= 275, "set {set}: max load {}", sticky.max_load());
         let moved = sticky.moved_from(before.owners());
         assert!(moved <= bound, "set {set}: {moved} of 1000 moved, bound {bound}");
         // The new collector got (at least nearly) its share: the mean is 250.
@@ -349,4 +354,37 @@ proptest! {
         let after = assign(&all, &members, Some(before.owners()), &config).unwrap();
         prop_assert_eq!(after.moved_from(before.owners()), 0);
     }
+}
+
+/// Labels written under another ring configuration (here: round robin, balanced but unrelated
+/// to the ring) are kept, not reshuffled, and the computation stays fast (no walk across the
+/// ring per input when no collector is below the mean).
+#[test]
+fn a_balanced_foreign_assignment_is_kept() {
+    let members = collectors(100);
+    let inputs = inputs(3, 100_000);
+    let previous: BTreeMap<InputKey, CollectorId> =
+        inputs.iter().enumerate().map(|(index, input)| (input.clone(), members[index % 100].clone())).collect();
+    let assignment = assign(&inputs, &members, Some(&previous), &AssignmentConfig::default()).unwrap();
+    assert_eq!(assignment.moved_from(&previous), 0);
+    check_invariants(&assignment, &inputs, &members, DEFAULT_LOAD_FACTOR_EPSILON);
+}
+
+#[test]
+fn moved_from_counts_changed_owners_only() {
+    let members = collectors(2);
+    let inputs: Vec<InputKey> = ["a/1", "a/2", "b/1"].into_iter().map(InputKey::from).collect();
+    let assignment = assign(&inputs, &members, None, &AssignmentConfig::default()).unwrap();
+    let owner = |key: &str| assignment.collector_of(key).unwrap().clone();
+    let other = |key: &str| members.iter().find(|member| **member != owner(key)).unwrap().clone();
+    let previous: BTreeMap<InputKey, CollectorId> = [
+        (InputKey::from("a/0"), members[0].clone()), // deleted since: not counted
+        (InputKey::from("a/1"), owner("a/1")),       // same owner: not counted
+        (InputKey::from("a/2"), other("a/2")),       // other owner: counted
+                                                     // "b/1" is new: not counted
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(assignment.moved_from(&previous), 1);
+    assert_eq!(assignment.moved_from(assignment.owners()), 0);
 }

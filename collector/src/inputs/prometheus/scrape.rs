@@ -10,6 +10,7 @@ use metricshard_crds::PrometheusSource;
 
 use super::parser::{self, ACCEPT_HEADER, ParsedSample};
 use crate::engine::{GatherError, Gathered, Gatherer, TaskKey};
+use crate::relabel::{self, RelabelConfig};
 use crate::sample::{Labels, Sample};
 use crate::schedule::Tick;
 
@@ -22,17 +23,80 @@ pub const BODY_SIZE_LIMIT: usize = 64 << 20;
 pub struct ScrapeTarget {
     /// The full URL scraped.
     pub url: String,
-    /// The `instance` label of its series (`host:port`).
-    pub instance: String,
+    /// The labels every sample of the target carries (`job`, `instance`, relabeling results,
+    /// `spec.labels`), none starting with `__`.
+    pub labels: Labels,
+}
+
+/// Why a Prometheus source could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeConfigError {
+    /// A relabeling step is invalid.
+    #[error("spec.source.prometheus.{field}[{index}]: {message}")]
+    Relabel {
+        /// `relabelConfigs` or `metricRelabelConfigs`.
+        field: &'static str,
+        /// Position of the step.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Scrapes a fixed list of targets.
 pub struct PrometheusGatherer {
     client: reqwest::Client,
     targets: Vec<ScrapeTarget>,
-    job: String,
-    extra_labels: Labels,
+    metric_relabel: Vec<RelabelConfig>,
     request_timeout: Duration,
+}
+
+/// Converts the API's relabeling steps into validated ones.
+fn relabel_configs(field: &'static str, rules: &[metricshard_crds::RelabelRule]) -> Result<Vec<RelabelConfig>, ScrapeConfigError> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            // The collector's RelabelConfig reads the API's camelCase fields and validates them.
+            let error = |message: String| ScrapeConfigError::Relabel { field, index, message };
+            let value = serde_json::to_value(rule).map_err(|e| error(e.to_string()))?;
+            serde_json::from_value::<RelabelConfig>(value).map_err(|e| error(e.to_string()))
+        })
+        .collect()
+}
+
+/// The targets of a static source after target relabeling, as Prometheus derives them: the
+/// starting labels are `__address__`, `__scheme__`, `__metrics_path__` and `job`; dropped
+/// targets disappear; `instance` defaults to `__address__`; `__`-labels are removed.
+pub fn relabel_targets(job: &str, source: &PrometheusSource, configs: &[RelabelConfig], extra: &Labels) -> Vec<ScrapeTarget> {
+    source
+        .static_targets
+        .iter()
+        .filter_map(|address| {
+            let start = Labels::from_pairs([
+                ("__address__", address.as_str()),
+                ("__scheme__", source.scheme.as_str()),
+                ("__metrics_path__", source.metrics_path.as_str()),
+                ("job", job),
+            ]);
+            let mut labels = relabel::relabel(&start, configs)?;
+            let address = labels.get("__address__")?.to_owned();
+            let url = format!(
+                "{}://{address}{}",
+                labels.get("__scheme__").unwrap_or("http"),
+                labels.get("__metrics_path__").unwrap_or("/metrics")
+            );
+            labels.set_if_absent("instance", &address);
+            let internal: Vec<String> = labels.iter().filter(|l| l.name.starts_with("__")).map(|l| l.name.clone()).collect();
+            for name in internal {
+                labels.remove(&name);
+            }
+            for label in extra {
+                labels.set(label.name.clone(), label.value.clone());
+            }
+            Some(ScrapeTarget { url, labels })
+        })
+        .collect()
 }
 
 impl PrometheusGatherer {
@@ -43,18 +107,13 @@ impl PrometheusGatherer {
         extra_labels: Labels,
         timeout: Duration,
         client: reqwest::Client,
-    ) -> Self {
-        let targets = source
-            .static_targets
-            .iter()
-            .map(|target| ScrapeTarget {
-                url: format!("{}://{target}{}", source.scheme.as_str(), source.metrics_path),
-                instance: target.clone(),
-            })
-            .collect();
+    ) -> Result<Self, ScrapeConfigError> {
+        let target_relabel = relabel_configs("relabelConfigs", &source.relabel_configs)?;
+        let metric_relabel = relabel_configs("metricRelabelConfigs", &source.metric_relabel_configs)?;
+        let targets = relabel_targets(key.as_str(), source, &target_relabel, &extra_labels);
         // Leave the engine's own timeout room to record a per-target failure first.
         let request_timeout = timeout.saturating_sub(timeout / 20).max(Duration::from_millis(1));
-        Self { client, targets, job: key.to_string(), extra_labels, request_timeout }
+        Ok(Self { client, targets, metric_relabel, request_timeout })
     }
 
     /// The targets scraped.
@@ -67,11 +126,19 @@ impl PrometheusGatherer {
         let result = self.fetch_and_parse(target).await;
         let duration = started.elapsed().as_secs_f64();
         let timestamp_ms = tick.at_unix_millis();
-        let (mut samples, problem, up) = match result {
-            Ok(parsed) => (parsed.into_iter().map(|p| self.to_sample(target, p, timestamp_ms)).collect::<Vec<_>>(), None, 1.0),
-            Err((category, message)) => (Vec::new(), Some((category, format!("{}: {message}", target.url))), 0.0),
+        let (mut samples, problem, up, scraped) = match result {
+            Ok(parsed) => {
+                let scraped = parsed.len() as f64;
+                let samples = parsed
+                    .into_iter()
+                    .filter_map(|p| relabel::relabel_sample(self.to_sample(target, p, timestamp_ms), &self.metric_relabel))
+                    .collect::<Vec<_>>();
+                (samples, None, 1.0, scraped)
+            }
+            Err((category, message)) => (Vec::new(), Some((category, format!("{}: {message}", target.url))), 0.0, 0.0),
         };
-        let scraped = samples.len() as f64;
+        // As Prometheus: the synthetic series are not subject to metric relabeling, and
+        // scrape_samples_scraped counts samples before it.
         for (name, value) in [("up", up), ("scrape_duration_seconds", duration), ("scrape_samples_scraped", scraped)] {
             samples.push(Sample::new(name, self.target_labels(target, Labels::default()), value, timestamp_ms));
         }
@@ -104,17 +171,13 @@ impl PrometheusGatherer {
         parser::parse(text, parser::format_from_content_type(content_type.as_deref())).map_err(|e| ("parse", e.to_string()))
     }
 
-    /// Labels as Prometheus applies them with `honor_labels: false`: the target's `job` and
-    /// `instance` win, and scraped labels of the same name are kept as `exported_<name>`. The
-    /// input's extra labels are applied last and overwrite.
+    /// Labels as Prometheus applies them with `honor_labels: false`: the target's labels win,
+    /// and scraped labels of the same name are kept as `exported_<name>`.
     fn target_labels(&self, target: &ScrapeTarget, mut labels: Labels) -> Labels {
-        for (name, value) in [("job", self.job.as_str()), ("instance", target.instance.as_str())] {
-            if let Some(scraped) = labels.remove(name) {
-                labels.set(format!("exported_{name}"), scraped);
+        for label in &target.labels {
+            if let Some(scraped) = labels.remove(&label.name) {
+                labels.set(format!("exported_{}", label.name), scraped);
             }
-            labels.set(name.to_owned(), value.to_owned());
-        }
-        for label in &self.extra_labels {
             labels.set(label.name.clone(), label.value.clone());
         }
         labels
@@ -163,6 +226,96 @@ fn target_category(category: &'static str) -> &'static str {
 }
 
 /// Builds the gatherer of a Prometheus source.
-pub fn build(key: &TaskKey, source: &PrometheusSource, extra_labels: Labels, timeout: Duration, client: reqwest::Client) -> Arc<dyn Gatherer> {
-    Arc::new(PrometheusGatherer::new(key, source, extra_labels, timeout, client))
+pub fn build(
+    key: &TaskKey,
+    source: &PrometheusSource,
+    extra_labels: Labels,
+    timeout: Duration,
+    client: reqwest::Client,
+) -> Result<Arc<dyn Gatherer>, ScrapeConfigError> {
+    Ok(Arc::new(PrometheusGatherer::new(key, source, extra_labels, timeout, client)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metricshard_crds::{RelabelAction, RelabelRule, Scheme};
+
+    fn rule(action: RelabelAction) -> RelabelRule {
+        RelabelRule {
+            source_labels: vec![],
+            separator: None,
+            target_label: None,
+            regex: None,
+            modulus: None,
+            replacement: None,
+            action,
+        }
+    }
+
+    fn source(targets: &[&str], relabel: Vec<RelabelRule>, metric_relabel: Vec<RelabelRule>) -> PrometheusSource {
+        PrometheusSource {
+            static_targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            scheme: Scheme::Http,
+            metrics_path: "/metrics".to_owned(),
+            relabel_configs: relabel,
+            metric_relabel_configs: metric_relabel,
+        }
+    }
+
+    fn build(source: &PrometheusSource) -> Result<PrometheusGatherer, ScrapeConfigError> {
+        let client = crate::build_http_client().unwrap();
+        PrometheusGatherer::new(&TaskKey::new("ns", "web"), source, Labels::from_pairs([("team", "a")]), Duration::from_secs(1), client)
+    }
+
+    #[test]
+    fn target_relabeling_filters_rewrites_and_cleans_up_like_prometheus() {
+        let keep_9100 = RelabelRule {
+            source_labels: vec!["__address__".into()],
+            regex: Some(".*:9100".into()),
+            ..rule(RelabelAction::Keep)
+        };
+        let path = RelabelRule {
+            target_label: Some("__metrics_path__".into()),
+            replacement: Some("/probe".into()),
+            ..rule(RelabelAction::Replace)
+        };
+        let host = RelabelRule {
+            source_labels: vec!["__address__".into()],
+            regex: Some("(.*):\\d+".into()),
+            target_label: Some("host".into()),
+            ..rule(RelabelAction::Replace)
+        };
+        let gatherer = build(&source(&["a:9100", "b:8080", "c:9100"], vec![keep_9100, path, host], vec![])).unwrap();
+        let targets = gatherer.targets();
+        assert_eq!(targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(), ["http://a:9100/probe", "http://c:9100/probe"]);
+        assert_eq!(
+            targets[0].labels,
+            Labels::from_pairs([("host", "a"), ("instance", "a:9100"), ("job", "ns/web"), ("team", "a")])
+        );
+    }
+
+    #[test]
+    fn metric_relabeling_drops_matching_samples() {
+        let drop_debug = RelabelRule {
+            source_labels: vec!["__name__".into()],
+            regex: Some("debug_.*".into()),
+            ..rule(RelabelAction::Drop)
+        };
+        let gatherer = build(&source(&["a:1"], vec![], vec![drop_debug])).unwrap();
+        let target = gatherer.targets()[0].clone();
+        let parsed = parser::parse("debug_x 1\nkept 2\n", parser::ExpositionFormat::PrometheusText).unwrap();
+        let kept: Vec<Sample> = parsed
+            .into_iter()
+            .filter_map(|p| relabel::relabel_sample(gatherer.to_sample(&target, p, 0), &gatherer.metric_relabel))
+            .collect();
+        assert_eq!(kept.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["kept"]);
+    }
+
+    #[test]
+    fn invalid_relabeling_names_the_step() {
+        let bad = RelabelRule { regex: Some("(unclosed".into()), target_label: Some("x".into()), ..rule(RelabelAction::Replace) };
+        let error = build(&source(&["a:1"], vec![], vec![rule(RelabelAction::Keep), bad])).err().unwrap().to_string();
+        assert!(error.starts_with("spec.source.prometheus.metricRelabelConfigs[1]: "), "{error}");
+    }
 }
