@@ -43,6 +43,8 @@ pub struct OperatorSettings {
     pub namespace: String,
     /// This replica's identity (its pod name).
     pub identity: String,
+    /// When set, only Leases held by pods of this StatefulSet count as collectors.
+    pub collector_statefulset: Option<String>,
     /// Assignment tuning.
     pub assignment: AssignmentConfig,
 }
@@ -106,7 +108,7 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
             telemetry.is_leader.set(i64::from(leading));
             next_election = Instant::now() + RETRY_PERIOD;
         }
-        let records = lease_records(&leases);
+        let records = lease_records(&leases, settings.collector_statefulset.as_deref());
         let live = membership.observe(&records, Instant::now());
         telemetry.live_collectors.set(live.len() as i64);
         if leading {
@@ -128,12 +130,20 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
     }
 }
 
-fn lease_records(leases: &Store<Lease>) -> Vec<LeaseRecord> {
+fn lease_records(leases: &Store<Lease>, statefulset: Option<&str>) -> Vec<LeaseRecord> {
+    let member = |holder: &str| {
+        statefulset.is_none_or(|sts| {
+            holder.strip_prefix(sts).and_then(|rest| rest.strip_prefix('-')).is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
+        })
+    };
     leases
         .state()
         .iter()
         .filter_map(|lease| {
             let spec = lease.spec.as_ref()?;
+            if !member(spec.holder_identity.as_deref()?) {
+                return None;
+            }
             Some(LeaseRecord {
                 holder: spec.holder_identity.clone()?,
                 renew_time: format!("{:?}", spec.renew_time),

@@ -23,15 +23,25 @@ struct Args {
     /// This replica's identity for leader election.
     #[arg(long, env = "POD_NAME")]
     identity: String,
+    /// Name of the collector StatefulSet: only Leases of its pods (`<name>-<ordinal>`) count as
+    /// members, so several releases can share a namespace without sharing collectors.
+    #[arg(long, env = "METRICSHARD_COLLECTOR_STATEFULSET")]
+    collector_statefulset: Option<String>,
     /// ε of bounded-load hashing: no collector holds more than ⌈(1+ε)·mean⌉ inputs.
     #[arg(long, env = "METRICSHARD_LOAD_FACTOR_EPSILON", default_value_t = AssignmentConfig::default().load_factor_epsilon)]
     load_factor_epsilon: f64,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICSHARD_LISTEN", default_value = "0.0.0.0:9751")]
     listen: SocketAddr,
-    /// Log as JSON.
-    #[arg(long, env = "METRICSHARD_LOG_JSON")]
-    log_json: bool,
+    /// Log format.
+    #[arg(long, env = "METRICSHARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone)]
@@ -45,7 +55,10 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if args.log_json { builder.json().init() } else { builder.init() }
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
     // kube's TLS uses rustls with ring; make it the process default before any client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -95,7 +108,12 @@ async fn main() -> ExitCode {
         }
         signal_shutdown.cancel();
     });
-    let settings = OperatorSettings { namespace: args.namespace, identity: args.identity, assignment };
+    let settings = OperatorSettings {
+        namespace: args.namespace,
+        identity: args.identity,
+        collector_statefulset: args.collector_statefulset,
+        assignment,
+    };
     controller::run(client, settings, telemetry, shutdown.clone(), || ready.store(true, Ordering::Release)).await;
     shutdown.cancel();
     ExitCode::SUCCESS
