@@ -7,22 +7,23 @@
 //! a task restarts only when its input's `metadata.generation` changes: a relist, an apiserver
 //! restart or an operator failover restarts nothing.
 //!
-//! Membership: once the first state is applied, the collector holds a `coordination.k8s.io`
+//! Membership: once its caches are synced, the collector holds a `coordination.k8s.io`
 //! Lease named after its pod, renewed every [`LEASE_RENEW`]; the operator counts a collector as
-//! live while its Lease is fresh. On SIGTERM the Lease is deleted so the operator reassigns at
+//! live while its Lease is fresh. It is renewed by a task of its own, so a slow apply never lets it
+//! lapse. On SIGTERM the tasks stop first, then the Lease is deleted so the operator reassigns at
 //! once; after a crash it expires after [`LEASE_DURATION`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use metricshard_crds::watch::reflect;
 use kube::{Api, Client, Resource, ResourceExt};
 use metricshard_crds::{ClusterMetricOutput, MetricInput, MetricOutput, OutputKind};
 use tokio::sync::Notify;
@@ -154,30 +155,6 @@ impl Stores {
     }
 }
 
-/// Starts a reflector for `api` filtered by `config`, poking `changed` on every event.
-fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>, shutdown: CancellationToken) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).into_owned();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                event = stream.next() => match event {
-                    Some(Ok(_)) => changed.notify_one(),
-                    Some(Err(error)) => tracing::warn!(%kind, "watch failed, retrying: {error}"),
-                    None => return,
-                },
-            }
-        }
-    });
-    reader
-}
-
 /// Runs cluster mode until `shutdown` fires.
 pub async fn run(
     client: Client,
@@ -201,12 +178,15 @@ pub async fn run(
         () = stores.wait_until_ready() => {}
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), &pod.namespace);
-    let mut renew = tokio::time::interval(LEASE_RENEW);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status_check = tokio::time::interval(STATUS_CHECK);
     status_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let board = runtime.status_board();
     let mut written = HashMap::new();
+    // The Lease is renewed by its own task: an apply that waits for outputs to drain must never
+    // delay a renewal past the Lease duration and cost this collector its inputs.
+    let membership = CancellationToken::new();
+    let mut renewal = tokio::spawn(renew_lease_until(leases.clone(), pod.clone(), placement, membership.clone()));
+    let mut result = Ok(());
     loop {
         let report = runtime.apply(&stores.desired()).await;
         if report != Default::default() {
@@ -223,12 +203,41 @@ pub async fn run(
                 // Coalesce a burst (a relist delivers every object) into one apply.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            _ = renew.tick() => renew_lease(&leases, &pod, placement).await?,
             _ = status_check.tick() => write_statuses(&client, &board, &stores.inputs, &mut written).await,
+            ended = &mut renewal => {
+                result = match ended {
+                    Ok(Err(error)) => Err(error),
+                    Ok(Ok(())) | Err(_) => Ok(()),
+                };
+                break;
+            }
         }
     }
+    // Stop gathering before giving up membership: the operator reassigns as soon as the Lease is
+    // gone, and the new owner must not gather while this one still does.
+    runtime.stop_tasks().await;
+    membership.cancel();
+    let _ = renewal.await;
     release_lease(&leases, &pod).await;
-    Ok(())
+    result
+}
+
+/// Renews the Lease every [`LEASE_RENEW`] until `stop` fires; ends with an error only when
+/// retrying cannot help (RBAC forbids the write).
+async fn renew_lease_until(
+    leases: Api<Lease>,
+    pod: PodIdentity,
+    placement: CollectorPlacement,
+    stop: CancellationToken,
+) -> Result<(), ClusterError> {
+    let mut renew = tokio::time::interval(LEASE_RENEW);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = renew.tick() => renew_lease(&leases, &pod, placement).await?,
+        }
+    }
 }
 
 async fn renew_lease(leases: &Api<Lease>, pod: &PodIdentity, placement: CollectorPlacement) -> Result<(), ClusterError> {

@@ -243,6 +243,11 @@ impl Runtime {
         }
     }
 
+    /// Stops every task; outputs keep running (and draining) until [`shutdown`](Self::shutdown).
+    pub async fn stop_tasks(&mut self) {
+        self.supervisor.shutdown().await;
+    }
+
     /// Stops every task, then flushes and stops every output.
     pub async fn shutdown(&mut self) {
         self.supervisor.shutdown().await;

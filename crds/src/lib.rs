@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod output;
 pub mod protocol;
 pub mod schema_check;
+pub mod watch;
 
 pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;

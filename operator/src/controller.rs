@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use metricshard_crds::watch::reflect;
 use kube::{Api, Client, Resource, ResourceExt};
 use metricshard_crds::{MetricInput, PlacementMode};
 use serde_json::json;
@@ -47,29 +47,6 @@ pub struct OperatorSettings {
     pub collector_statefulset: Option<String>,
     /// Assignment tuning.
     pub assignment: AssignmentConfig,
-}
-
-fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>, shutdown: CancellationToken) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).into_owned();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                event = stream.next() => match event {
-                    Some(Ok(_)) => changed.notify_one(),
-                    Some(Err(error)) => tracing::warn!(%kind, "watch failed, retrying: {error}"),
-                    None => return,
-                },
-            }
-        }
-    });
-    reader
 }
 
 /// Runs until `shutdown` fires.

@@ -1,0 +1,52 @@
+{{/*
+Pod spec of a collector, shared by the StatefulSet (placement "sharded") and the DaemonSet
+(placement "every-node"):
+include "metricshard.collector.podSpec" (dict "root" . "placement" "sharded" "scheduling" .Values.collector "resources" .Values.collector.resources)
+*/}}
+{{- define "metricshard.collector.podSpec" -}}
+{{- $root := .root -}}
+{{- $values := $root.Values.collector -}}
+serviceAccountName: {{ include "metricshard.collector.serviceAccountName" $root }}
+automountServiceAccountToken: true
+enableServiceLinks: false
+terminationGracePeriodSeconds: {{ $values.terminationGracePeriodSeconds }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- with include "metricshard.scheduling" .scheduling | trim }}
+{{ . }}
+{{- end }}
+containers:
+  - name: collector
+    image: {{ include "metricshard.image" (list $root $values.image) | quote }}
+    imagePullPolicy: {{ $values.image.pullPolicy }}
+    args:
+      - --cluster
+      - --placement={{ .placement }}
+      - --listen=0.0.0.0:{{ $root.Values.metricsPort }}
+      - --log-format={{ $root.Values.logFormat }}
+      {{- with $values.extraArgs }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    env:
+      {{- include "metricshard.podIdentityEnv" $root | nindent 6 }}
+      {{- with $values.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- include "metricshard.httpEndpoint" $root | nindent 4 }}
+    resources:
+      {{- toYaml .resources | nindent 6 }}
+    securityContext:
+      {{- toYaml $root.Values.containerSecurityContext | nindent 6 }}
+    {{- with $values.extraVolumeMounts }}
+    volumeMounts:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- with $values.extraVolumes }}
+volumes:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
