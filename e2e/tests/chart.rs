@@ -33,8 +33,8 @@ use tokio::sync::OnceCell;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to bring the chart's CRD copies back in line with the generated ones.
-const SYNC_CRDS: &str = "the chart ships a copy of the generated CRDs (see docs/helm.md); sync it with\n  \
-     rm -f charts/metricshard/files/crds/*.yaml && cp crds/yaml/*.yaml charts/metricshard/files/crds/";
+const SYNC_CRDS: &str = "the chart ships a copy of the generated CRDs (see docs/helm.md); regenerate both with\n  \
+     cargo run -p metricshard-crds --bin crdgen";
 
 fn chart_dir() -> PathBuf {
     workspace_root().join("charts/metricshard")
