@@ -3,7 +3,7 @@
 //! samples/s as "elem/s"; ns/sample = 1e9 / that.
 //!
 //! - `remote_write`: grouping + protobuf + snappy (the whole request body);
-//! - `remote_write_protobuf_only`: the same without snappy, to see the split;
+//! - `remote_write_protobuf_only`: the protobuf without snappy, to see the split;
 //! - `influx_line`: line protocol at millisecond precision;
 //! - `opentsdb_json`: the `/api/put` JSON array, with tag sanitising;
 //! - `stdout_line`: the stdout/file line format (`outputs::line::render_batch`).
@@ -18,7 +18,6 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metricshard_collector::outputs::{influx, line, opentsdb, remote_write};
 use metricshard_collector::sample::{Labels, Sample};
-use prost::Message as _;
 
 const SAMPLES: usize = 10_000;
 
@@ -47,7 +46,7 @@ fn encoders(c: &mut Criterion) {
         b.iter(|| remote_write::encode_batch(black_box(&batch)).map(|body| body.len()))
     });
     group.bench_function("remote_write_protobuf_only", |b| {
-        b.iter(|| remote_write::build_write_request(black_box(&batch)).encode_to_vec().len())
+        b.iter(|| remote_write::encode_protobuf(black_box(&batch)).len())
     });
     group.bench_function("influx_line", |b| {
         b.iter(|| influx::encode_batch(black_box(&batch), influx::Precision::Milliseconds).body.len())
@@ -61,7 +60,7 @@ fn encoders(c: &mut Criterion) {
     // Body sizes, for the docs: bytes per sample on the wire.
     let sizes = [
         ("remote_write", remote_write::encode_batch(&batch).map(|b| b.len()).unwrap_or(0)),
-        ("remote_write_protobuf_only", remote_write::build_write_request(&batch).encode_to_vec().len()),
+        ("remote_write_protobuf_only", remote_write::encode_protobuf(&batch).len()),
         ("influx_line", influx::encode_batch(&batch, influx::Precision::Milliseconds).body.len()),
         ("opentsdb_json", opentsdb::encode_batch(&batch, opentsdb::encoder::DEFAULT_FALLBACK_TAG).body.len()),
         ("stdout_line", line::render_batch(&batch).len()),

@@ -36,8 +36,8 @@ fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("ring_lookup");
     group.throughput(Throughput::Elements(PROBES as u64));
     for nodes in [10usize, 100, 1000] {
-        let ring = HashRing::new((0..nodes).map(|i| format!("node-{i}")), DEFAULT_VIRTUAL_NODES)
-            .map_err(|e| e.to_string());
+        let ring =
+            HashRing::new((0..nodes).map(|i| format!("node-{i}")), DEFAULT_VIRTUAL_NODES).map_err(|e| e.to_string());
         let Ok(ring) = ring else { panic!("ring: {ring:?}") };
         group.bench_with_input(BenchmarkId::from_parameter(format!("{nodes}_nodes")), &ring, |b, ring| {
             b.iter(|| {
@@ -62,7 +62,9 @@ fn hashing(c: &mut Criterion) {
     ]);
     let mut group = c.benchmark_group("series_hash_5_labels");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("allocating", |b| b.iter(|| series_hash(black_box("app_requests_4_total"), black_box(&labels))));
+    group.bench_function("allocating", |b| {
+        b.iter(|| series_hash(black_box("app_requests_4_total"), black_box(&labels)))
+    });
     let mut scratch = Vec::with_capacity(256);
     group.bench_function("scratch", |b| {
         b.iter(|| series_hash_with(black_box("app_requests_4_total"), black_box(&labels), &mut scratch))

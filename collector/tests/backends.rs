@@ -7,6 +7,9 @@
 //! Backends come from Debian's packages `prometheus`, `victoria-metrics` and `influxdb`. A
 //! missing binary fails the test with the package to install; nothing here skips.
 
+// Test helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metricshard_collector::outputs::influx::{InfluxApi, InfluxConfig, InfluxCredentials, InfluxSink, InfluxToken, Precision};
+use metricshard_collector::outputs::influx::{
+    InfluxApi, InfluxConfig, InfluxCredentials, InfluxSink, InfluxToken, Precision,
+};
 use metricshard_collector::outputs::opentsdb::{OpenTsdbConfig, OpenTsdbSink};
 use metricshard_collector::outputs::remote_write::{RemoteWriteConfig, RemoteWriteSink, decode_body};
 use metricshard_collector::outputs::{Sink, WriteError};
@@ -69,7 +74,12 @@ impl Backend {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} not ready on {url} within {READY_TIMEOUT:?}:\n{}", self.name, self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready on {url} within {READY_TIMEOUT:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -244,18 +254,16 @@ fn special_labels() -> Labels {
     ])
 }
 
-/// Expected series for a backend that drops empty labels and adds `__name__`.
+/// Expected series of a remote-write receiver: empty labels dropped, `__name__` added.
 fn prometheus_view(batch: &[Sample]) -> SeriesSet {
     let mut set = SeriesSet::new();
     for sample in batch {
-        let mut labels: BTreeMap<String, String> = sample
-            .labels
-            .iter()
-            .filter(|l| !l.value.is_empty())
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect();
+        let mut labels: BTreeMap<String, String> =
+            sample.labels.iter().filter(|l| !l.value.is_empty()).map(|l| (l.name.clone(), l.value.clone())).collect();
         labels.insert("__name__".to_owned(), sample.name.clone());
-        set.entry((String::new(), labels)).or_default().push((sample.timestamp_ms, sample.value.to_bits()));
+        // -0.0 travels as +0.0 in remote write (proto3 leaves out zero doubles).
+        let bits = if sample.value == 0.0 { 0 } else { sample.value.to_bits() };
+        set.entry((String::new(), labels)).or_default().push((sample.timestamp_ms, bits));
     }
     for samples in set.values_mut() {
         samples.sort_unstable();
@@ -302,7 +310,8 @@ fn parse_prom_value(text: &str) -> f64 {
 
 async fn prom_query(http: &reqwest::Client, base: &str, query: &str, time_ms: i64) -> PromData {
     let time = format!("{:.3}", time_ms as f64 / 1000.0);
-    let response = http.get(format!("{base}/api/v1/query")).query(&[("query", query), ("time", &time)]).send().await.unwrap();
+    let response =
+        http.get(format!("{base}/api/v1/query")).query(&[("query", query), ("time", &time)]).send().await.unwrap();
     let body = response.text().await.unwrap();
     let parsed: PromResponse = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(parsed.status, "success", "{query}: {:?}", parsed.error);
@@ -315,11 +324,8 @@ async fn prom_range(http: &reqwest::Client, base: &str, selector: &str, time_ms:
     assert_eq!(data.result_type, "matrix");
     let mut set = SeriesSet::new();
     for series in data.result {
-        let samples = series
-            .values
-            .iter()
-            .map(|(t, v)| ((t * 1000.0).round() as i64, parse_prom_value(v).to_bits()))
-            .collect();
+        let samples =
+            series.values.iter().map(|(t, v)| ((t * 1000.0).round() as i64, parse_prom_value(v).to_bits())).collect();
         set.insert((String::new(), series.metric), samples);
     }
     set
@@ -359,54 +365,98 @@ struct InfluxResponse {
 #[derive(Deserialize)]
 struct InfluxResult {
     #[serde(default)]
-    series: Vec<InfluxSeries>,
-    #[serde(default)]
     error: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct InfluxSeries {
-    name: String,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    columns: Vec<String>,
-    #[serde(default)]
-    values: Vec<Vec<serde_json::Value>>,
-}
-
-async fn influxql(http: &reqwest::Client, base: &str, db: Option<&str>, query: &str) -> Vec<InfluxSeries> {
-    let mut params = vec![("q", query), ("epoch", "ms")];
-    if let Some(db) = db {
-        params.push(("db", db));
-    }
-    let response = http.post(format!("{base}/query")).query(&params).send().await.unwrap();
+/// Runs an InfluxQL statement that returns no data (CREATE ...), failing on any error.
+async fn influxql(http: &reqwest::Client, base: &str, statement: &str) {
+    // POST: InfluxDB 1.x refuses writing statements over GET.
+    let response = http.post(format!("{base}/query")).query(&[("q", statement)]).send().await.unwrap();
     let body = response.text().await.unwrap();
     let parsed: InfluxResponse = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    assert!(parsed.error.is_none(), "{query}: {body}");
-    let mut all = Vec::new();
-    for result in parsed.results {
-        assert!(result.error.is_none(), "{query}: {:?}", result.error);
-        all.extend(result.series);
-    }
-    all
+    assert!(parsed.error.is_none() && parsed.results.iter().all(|r| r.error.is_none()), "{statement}: {body}");
 }
 
 /// Every point of every measurement, as measurement + non-empty tags → (time, value).
+///
+/// Read as CSV: InfluxDB prints floats there with Go's shortest exact formatting, which Rust
+/// parses back bit-exact, whereas serde_json's default float parser is approximate for some
+/// values (3.3333333333333334e-301 came back one ulp off through JSON).
 async fn influx_points(http: &reqwest::Client, base: &str, db: &str) -> SeriesSet {
+    let query = [("q", "SELECT \"value\" FROM /.*/ GROUP BY *"), ("epoch", "ms"), ("db", db)];
+    let response =
+        http.post(format!("{base}/query")).header("accept", "application/csv").query(&query).send().await.unwrap();
+    let text = response.text().await.unwrap();
     let mut set = SeriesSet::new();
-    for series in influxql(http, base, Some(db), "SELECT \"value\" FROM /.*/ GROUP BY *").await {
-        let time = series.columns.iter().position(|c| c == "time").unwrap();
-        let value = series.columns.iter().position(|c| c == "value").unwrap();
-        // GROUP BY * lists every tag key of the measurement, with "" where a series lacks it.
-        let tags = series.tags.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        let samples = set.entry((series.name, tags)).or_default();
-        for row in series.values {
-            let (Some(t), Some(v)) = (row[time].as_i64(), row[value].as_f64()) else { continue };
-            samples.push((t, v.to_bits()));
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let fields = csv_fields(line);
+        assert_ne!(fields[0], "error", "influx query failed: {text}");
+        if fields[0] == "name" {
+            assert_eq!(fields, ["name", "tags", "time", "value"], "{text}");
+            continue;
         }
+        let [name, tags, time, value] = <[String; 4]>::try_from(fields).unwrap_or_else(|f| panic!("row {f:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("value {value:?}: {e}"));
+        set.entry((name, influx_tags(&tags))).or_default().push((time.parse().unwrap(), value.to_bits()));
+    }
+    for samples in set.values_mut() {
         samples.sort_unstable();
     }
     set
+}
+
+/// The fields of one CSV line (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match (ch, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (other, _) => fields.last_mut().unwrap().push(other),
+        }
+    }
+    fields
+}
+
+/// The `k=v,k2=v2` tag column of InfluxDB's CSV, which escapes `,`, `=` and ` ` with a
+/// backslash like line protocol; empty values (GROUP BY * lists every key) are left out.
+fn influx_tags(text: &str) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    let (mut key, mut value, mut in_value) = (String::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    loop {
+        let ch = chars.next();
+        match ch {
+            Some('\\') if matches!(chars.peek(), Some(',' | '=' | ' ')) => {
+                let escaped = chars.next().unwrap();
+                if in_value { value.push(escaped) } else { key.push(escaped) }
+            }
+            Some('=') if !in_value => in_value = true,
+            Some(',') | None => {
+                if !value.is_empty() {
+                    tags.insert(std::mem::take(&mut key), std::mem::take(&mut value));
+                }
+                key.clear();
+                in_value = false;
+                if ch.is_none() {
+                    return tags;
+                }
+            }
+            Some(other) => {
+                if in_value {
+                    value.push(other)
+                } else {
+                    key.push(other)
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,7 +598,8 @@ async fn victoria_metrics_receives_remote_write_influx_and_opentsdb() {
         labels.insert("db".into(), "telemetry".into());
         expected.entry((String::new(), labels)).or_default().push((sample.timestamp_ms, sample.value.to_bits()));
     }
-    read_until("victoria-metrics influx", &expected, || vm_export(&http, &base, "{__name__=\"vm_influx_value\"}")).await;
+    read_until("victoria-metrics influx", &expected, || vm_export(&http, &base, "{__name__=\"vm_influx_value\"}"))
+        .await;
 
     // OpenTSDB /api/put: names and tags sanitised, a label-less sample gets the fallback tag.
     let tsdb_batch = vec![
@@ -565,8 +616,10 @@ async fn victoria_metrics_receives_remote_write_influx_and_opentsdb() {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let fallback: BTreeMap<String, String> =
-        [("__name__", "vm_tsdb"), ("source", "metricshard")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let fallback: BTreeMap<String, String> = [("__name__", "vm_tsdb"), ("source", "metricshard")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     expected.insert((String::new(), tagged), vec![(t0 + 11, 0.25f64.to_bits()), (t0 + 1_011, 1027f64.to_bits())]);
     expected.insert((String::new(), fallback), vec![(t0 + 12, (-3.5f64).to_bits())]);
     read_until("victoria-metrics opentsdb", &expected, || vm_export(&http, &base, "{__name__=\"vm_tsdb\"}")).await;
@@ -582,7 +635,7 @@ async fn influx_v1_to_influxdb_reads_back_exactly() {
         } else {
             format!("CREATE DATABASE \"{db}\"")
         };
-        influxql(&http, &base, None, &statement).await;
+        influxql(&http, &base, &statement).await;
     }
 
     let t0 = now_ms() - 60_000;
@@ -757,7 +810,11 @@ async fn statuses_are_classified_and_protocol_headers_sent() {
     let api = InfluxApi::V2 { org: "acme".into(), bucket: "metrics".into(), token: InfluxToken("s3cret".into()) };
     let v2 = InfluxSink::new(InfluxConfig::new(&base, api), http_client()).unwrap();
     fake.reply(400, r#"{"code":"invalid","message":"unable to parse 'm,k=v value=1.5': bad timestamp"}"#);
-    expect_permanent(v2.write(&batch).await, "http_4xx", "1 points sent: unable to parse 'm,k=v value=1.5': bad timestamp");
+    expect_permanent(
+        v2.write(&batch).await,
+        "http_4xx",
+        "1 points sent: unable to parse 'm,k=v value=1.5': bad timestamp",
+    );
     let request = fake.last();
     assert_eq!(request.uri, "/api/v2/write?org=acme&bucket=metrics&precision=ms");
     assert_eq!(request.headers["authorization"], "Token s3cret");

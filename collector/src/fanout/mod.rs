@@ -96,7 +96,9 @@ mod tests {
 
     fn batch() -> Vec<Sample> {
         (0..200)
-            .map(|i| Sample::new("m", Labels::from_pairs([("series", (i % 50).to_string())]), f64::from(i), i64::from(i)))
+            .map(|i| {
+                Sample::new("m", Labels::from_pairs([("series", (i % 50).to_string())]), f64::from(i), i64::from(i))
+            })
             .collect()
     }
 

@@ -95,7 +95,7 @@ pub fn dropped_points(reason: &str) -> Option<u64> {
 }
 
 /// The message for a non-2xx answer: the server's reason, prefixed with how many of the sent
-/// points it refused when it says so. A 1.x "unable to parse '<line>'" names the line itself.
+/// points it refused when it says so. A 1.x "unable to parse '`<line>`'" names the line itself.
 pub fn status_message(body: &str, sent_points: usize) -> String {
     let reason = parse_error_body(body);
     match dropped_points(&reason) {
@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn partial_writes_say_how_many_points_were_refused() {
         let body = r#"{"error":"partial write: points beyond retention policy dropped=2"}"#;
-        assert_eq!(status_message(body, 10), "2 of 10 points refused: partial write: points beyond retention policy dropped=2");
+        assert_eq!(
+            status_message(body, 10),
+            "2 of 10 points refused: partial write: points beyond retention policy dropped=2"
+        );
         let body = r#"{"error":"unable to parse 'm,k=v\\ x=1': invalid field format"}"#;
         assert_eq!(status_message(body, 3), "3 points sent: unable to parse 'm,k=v\\ x=1': invalid field format");
         assert_eq!(dropped_points("dropped=17"), Some(17));

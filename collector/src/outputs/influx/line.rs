@@ -192,14 +192,20 @@ fn check_key(key: &str) -> Result<(), Unrepresentable> {
     if key == "time" { Err(Unrepresentable::ReservedKey) } else { Ok(()) }
 }
 
-/// Appends `text` with a backslash before each of `special`; refuses text line protocol cannot
-/// carry outside a string field.
+/// Appends `text` with a backslash before each of `special` (all ASCII); refuses text line
+/// protocol cannot carry outside a string field.
 fn write_escaped(out: &mut String, text: &str, special: &[char]) -> Result<(), Unrepresentable> {
     if text.is_empty() {
         return Err(Unrepresentable::Empty);
     }
     if text.ends_with('\\') {
         return Err(Unrepresentable::TrailingBackslash);
+    }
+    // Most names and values need no escaping: copy them whole rather than char by char.
+    let needs_work = |byte: u8| byte == b'\n' || special.iter().any(|&ch| ch as u32 == u32::from(byte));
+    if !text.bytes().any(needs_work) {
+        out.push_str(text);
+        return Ok(());
     }
     for ch in text.chars() {
         if ch == '\n' {
@@ -249,7 +255,11 @@ pub fn write_field_value(out: &mut String, value: FieldValue<'_>) -> Result<(), 
 pub const VALUE_FIELD: &str = "value";
 
 /// Appends one sample as a point (see the module docs for the mapping).
-pub fn write_sample(out: &mut String, sample: &crate::sample::Sample, precision: Precision) -> Result<(), Unrepresentable> {
+pub fn write_sample(
+    out: &mut String,
+    sample: &crate::sample::Sample,
+    precision: Precision,
+) -> Result<(), Unrepresentable> {
     if !sample.value.is_finite() {
         return Err(Unrepresentable::NonFinite);
     }
@@ -308,7 +318,11 @@ mod tests {
     use super::*;
     use crate::sample::{Labels, STALE_NAN_BITS, Sample};
 
-    fn point(measurement: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue<'_>)]) -> Result<String, Unrepresentable> {
+    fn point(
+        measurement: &str,
+        tags: &[(&str, &str)],
+        fields: &[(&str, FieldValue<'_>)],
+    ) -> Result<String, Unrepresentable> {
         let mut out = String::new();
         write_point(&mut out, measurement, tags.iter().copied(), fields, Some(7))?;
         Ok(out)
@@ -347,7 +361,7 @@ mod tests {
 
     #[test]
     fn floats_are_written_exactly_without_exponents() {
-        for value in [0.1, -0.0, 1e21, 1e-7, f64::MAX, f64::MIN_POSITIVE, 123456789.123456789] {
+        for value in [0.1, -0.0, 1e21, 1e-7, f64::MAX, f64::MIN_POSITIVE, 123_456_789.123_456_79] {
             let mut out = String::new();
             write_field_value(&mut out, FieldValue::Float(value)).unwrap();
             assert!(!out.contains('e'), "{out}");
@@ -357,7 +371,8 @@ mod tests {
 
     #[test]
     fn unrepresentable_points_append_nothing() {
-        let cases: [(&str, &[(&str, &str)], Unrepresentable); 7] = [
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Unrepresentable);
+        let cases: [Case<'_>; 7] = [
             ("m\n", &[], Unrepresentable::Newline),
             ("m", &[("k", "a\nb")], Unrepresentable::Newline),
             ("m\\", &[], Unrepresentable::TrailingBackslash),
@@ -368,7 +383,8 @@ mod tests {
         ];
         for (measurement, tags, expected) in cases {
             let mut out = String::from("before\n");
-            let result = write_point(&mut out, measurement, tags.iter().copied(), &[("v", FieldValue::Float(1.0))], None);
+            let result =
+                write_point(&mut out, measurement, tags.iter().copied(), &[("v", FieldValue::Float(1.0))], None);
             assert_eq!(result, Err(expected), "{measurement:?} {tags:?}");
             assert_eq!(out, "before\n");
         }
@@ -379,7 +395,10 @@ mod tests {
 
     #[test]
     fn inner_backslashes_are_literal_and_empty_tag_values_skipped() {
-        assert_eq!(point("a\\b", &[("k", "x\\y"), ("e", "")], &[("v", FieldValue::Float(1.0))]).unwrap(), "a\\b,k=x\\y v=1 7\n");
+        assert_eq!(
+            point("a\\b", &[("k", "x\\y"), ("e", "")], &[("v", FieldValue::Float(1.0))]).unwrap(),
+            "a\\b,k=x\\y v=1 7\n"
+        );
         // A backslash before an escaped character stays: InfluxDB unescapes only "\,", "\=", "\ ".
         assert_eq!(point("m", &[("k", "x\\,y")], &[("v", FieldValue::Float(1.0))]).unwrap(), "m,k=x\\\\,y v=1 7\n");
     }

@@ -116,7 +116,11 @@ impl InfluxSink {
             return Ok(());
         }
         let body = read_error_body(response).await;
-        Err(InfluxError::Status { url: self.display_url.clone(), status, message: status_message(&body, encoded.points) })
+        Err(InfluxError::Status {
+            url: self.display_url.clone(),
+            status,
+            message: status_message(&body, encoded.points),
+        })
     }
 }
 
@@ -172,7 +176,8 @@ mod tests {
     #[test]
     fn rejects_non_http_urls() {
         let api = InfluxApi::V1 { database: "d".into(), retention_policy: None, credentials: None };
-        let error = InfluxSink::new(InfluxConfig::new("unix:/tmp/x", api), crate::build_http_client().unwrap()).unwrap_err();
+        let error =
+            InfluxSink::new(InfluxConfig::new("unix:/tmp/x", api), crate::build_http_client().unwrap()).unwrap_err();
         assert_eq!(error.category(), "config");
     }
 }

@@ -117,12 +117,8 @@ impl PutDetails {
 
     /// "2 of 5 points failed (3 stored): m{host=a} @1700000000000: reason; …".
     pub fn message(&self) -> String {
-        let mut message = format!(
-            "{} of {} points failed ({} stored)",
-            self.failed,
-            self.failed + self.success,
-            self.success
-        );
+        let mut message =
+            format!("{} of {} points failed ({} stored)", self.failed, self.failed + self.success, self.success);
         for (index, error) in self.errors.iter().take(LISTED_ERRORS).enumerate() {
             message.push_str(if index == 0 { ": " } else { "; " });
             message.push_str(&describe_point(&error.datapoint));

@@ -9,8 +9,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use super::config::OpenTsdbConfig;
 use super::encoder::encode_batch;
 use super::error::{OpenTsdbError, PutDetails};
-use crate::outputs::remote_write::{MAX_ERROR_BODY, truncate_utf8};
 use crate::outputs::remote_write::sink::USER_AGENT_VALUE;
+use crate::outputs::remote_write::{MAX_ERROR_BODY, truncate_utf8};
 use crate::outputs::{Sink, WriteError};
 use crate::sample::Sample;
 
@@ -94,9 +94,11 @@ impl OpenTsdbSink {
         let details = PutDetails::parse(&body);
         if status.is_success() {
             return match details {
-                Some(details) if details.failed > 0 => {
-                    Err(OpenTsdbError::PartialSuccess { url: self.display_url.clone(), status, message: details.message() })
-                }
+                Some(details) if details.failed > 0 => Err(OpenTsdbError::PartialSuccess {
+                    url: self.display_url.clone(),
+                    status,
+                    message: details.message(),
+                }),
                 _ => Ok(()),
             };
         }
@@ -125,9 +127,11 @@ mod tests {
 
     #[test]
     fn url_is_api_put_with_details() {
-        let sink = OpenTsdbSink::new(OpenTsdbConfig::new("http://tsdb:4242"), crate::build_http_client().unwrap()).unwrap();
+        let sink =
+            OpenTsdbSink::new(OpenTsdbConfig::new("http://tsdb:4242"), crate::build_http_client().unwrap()).unwrap();
         assert_eq!(sink.url(), "http://tsdb:4242/api/put?details");
-        let sink = OpenTsdbSink::new(OpenTsdbConfig::new("http://gw/tsdb/"), crate::build_http_client().unwrap()).unwrap();
+        let sink =
+            OpenTsdbSink::new(OpenTsdbConfig::new("http://gw/tsdb/"), crate::build_http_client().unwrap()).unwrap();
         assert_eq!(sink.url(), "http://gw/tsdb/api/put?details");
     }
 }

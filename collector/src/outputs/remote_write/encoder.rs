@@ -1,67 +1,195 @@
 //! Batch → remote-write request body: series grouping, label order, protobuf, snappy.
 //!
 //! Pure and synchronous; the sink only sends what this produces.
+//!
+//! Values travel bit-exact (stale markers included) with one exception: `-0.0` arrives as
+//! `+0.0`. proto3 leaves out a double equal to its default 0, and `-0.0 == 0`, so prost (like
+//! the Go encoder of Prometheus' own remote write) omits it and the receiver reads the default.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use prost::Message as _;
+use prost::encoding::{encode_varint, encoded_len_varint};
 
 use super::RemoteWriteError;
 use super::proto::{Label, Sample as ProtoSample, TimeSeries, WriteRequest};
 use crate::sample::{Labels, Sample};
 
-
 /// The label that carries the metric name on the wire.
 pub const METRIC_NAME_LABEL: &str = "__name__";
 
-/// Groups a batch into one [`TimeSeries`] per distinct series, in the order each series first
-/// appears, with its samples sorted by timestamp.
+/// A batch grouped by series without copying anything: series in the order each first appears,
+/// the samples of each in timestamp order.
 ///
 /// Why group: the spec sends each series' label set once per request, and receivers check
 /// sample order per series. Series identity is the *wire* label set (see [`wire_labels`]), so
 /// two samples whose labels differ only by an empty value are one series here as they are in
 /// Prometheus. The sort is stable: samples of one series with equal timestamps keep batch order.
-pub fn build_write_request(batch: &[Sample]) -> WriteRequest {
-    // hash of the wire labels → first series with that hash; `next_same_hash` chains the rare
-    // others, so a 64-bit collision costs a comparison, never a wrong merge.
-    let mut first_with_hash: HashMap<u64, usize> = HashMap::with_capacity(batch.len());
-    let mut next_same_hash: Vec<Option<usize>> = Vec::new();
-    let mut timeseries: Vec<TimeSeries> = Vec::new();
-    let mut scratch = Vec::with_capacity(256);
-    for sample in batch {
-        let hash = wire_hash(&sample.name, &sample.labels, &mut scratch);
-        let mut candidate = first_with_hash.get(&hash).copied();
-        let mut last = None;
-        let slot = loop {
-            match candidate {
-                Some(index) if same_wire_labels(&timeseries[index].labels, &sample.name, &sample.labels) => {
-                    break index;
-                }
-                Some(index) => {
-                    last = Some(index);
-                    candidate = next_same_hash[index];
-                }
-                None => {
-                    let index = timeseries.len();
-                    timeseries.push(TimeSeries { labels: wire_labels(&sample.name, &sample.labels), samples: Vec::new() });
-                    next_same_hash.push(None);
-                    match last {
-                        Some(previous) => next_same_hash[previous] = Some(index),
-                        None => {
-                            first_with_hash.insert(hash, index);
-                        }
+struct SeriesGroups {
+    /// Per series, the index of its first sample (whose name and labels it uses).
+    first_sample: Vec<usize>,
+    /// Sample indices grouped by series; series `s` is `order[start[s]..start[s + 1]]`.
+    order: Vec<usize>,
+    start: Vec<usize>,
+}
+
+impl SeriesGroups {
+    fn new(batch: &[Sample]) -> Self {
+        // hash of the wire labels → first series with that hash; `next_same_hash` chains the
+        // rare others, so a 64-bit collision costs a comparison, never a wrong merge.
+        let mut first_with_hash: HashMap<u64, usize, BuildHasherDefault<PassThroughHasher>> =
+            HashMap::with_capacity_and_hasher(batch.len(), BuildHasherDefault::default());
+        let mut next_same_hash: Vec<Option<usize>> = Vec::new();
+        let mut first_sample: Vec<usize> = Vec::new();
+        let mut slot_of: Vec<usize> = Vec::with_capacity(batch.len());
+        let mut scratch = Vec::with_capacity(256);
+        for (index, sample) in batch.iter().enumerate() {
+            let hash = wire_hash(&sample.name, &sample.labels, &mut scratch);
+            let mut candidate = first_with_hash.get(&hash).copied();
+            let mut last = None;
+            let slot = loop {
+                match candidate {
+                    Some(slot) if same_series(&batch[first_sample[slot]], sample) => break slot,
+                    Some(slot) => {
+                        last = Some(slot);
+                        candidate = next_same_hash[slot];
                     }
-                    break index;
+                    None => {
+                        let slot = first_sample.len();
+                        first_sample.push(index);
+                        next_same_hash.push(None);
+                        match last {
+                            Some(previous) => next_same_hash[previous] = Some(slot),
+                            None => {
+                                first_with_hash.insert(hash, slot);
+                            }
+                        }
+                        break slot;
+                    }
                 }
+            };
+            slot_of.push(slot);
+        }
+        // Counting sort by series (stable), then each series by timestamp (stable, and already
+        // sorted in the common case, which the sort detects in one pass).
+        let mut start = vec![0usize; first_sample.len() + 1];
+        for &slot in &slot_of {
+            start[slot + 1] += 1;
+        }
+        for slot in 0..first_sample.len() {
+            start[slot + 1] += start[slot];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0usize; batch.len()];
+        for (index, &slot) in slot_of.iter().enumerate() {
+            order[next[slot]] = index;
+            next[slot] += 1;
+        }
+        for slot in 0..first_sample.len() {
+            order[start[slot]..start[slot + 1]].sort_by_key(|&index| batch[index].timestamp_ms);
+        }
+        Self { first_sample, order, start }
+    }
+
+    fn len(&self) -> usize {
+        self.first_sample.len()
+    }
+
+    /// The first sample of series `slot` (for its name and labels) and all its sample indices.
+    fn series<'b>(&self, batch: &'b [Sample], slot: usize) -> (&'b Sample, &[usize]) {
+        (&batch[self.first_sample[slot]], &self.order[self.start[slot]..self.start[slot + 1]])
+    }
+}
+
+/// The batch as prost messages: one [`TimeSeries`] per series, in the order each first appears,
+/// samples sorted by timestamp (see [`encode_protobuf`] for what is actually sent).
+pub fn build_write_request(batch: &[Sample]) -> WriteRequest {
+    let groups = SeriesGroups::new(batch);
+    let timeseries = (0..groups.len())
+        .map(|slot| {
+            let (first, members) = groups.series(batch, slot);
+            TimeSeries {
+                labels: wire_labels(&first.name, &first.labels),
+                // Copying the f64 keeps its bits: stale markers stay the exact NaN Prometheus
+                // expects (-0.0 alone does not survive the wire; see the module docs).
+                samples: members
+                    .iter()
+                    .map(|&index| ProtoSample { value: batch[index].value, timestamp: batch[index].timestamp_ms })
+                    .collect(),
             }
-        };
-        // Copying the f64 keeps its bits: stale markers stay the exact NaN Prometheus expects.
-        timeseries[slot].samples.push(ProtoSample { value: sample.value, timestamp: sample.timestamp_ms });
-    }
-    for series in &mut timeseries {
-        series.samples.sort_by_key(|sample| sample.timestamp);
-    }
+        })
+        .collect();
     WriteRequest { timeseries }
+}
+
+/// The protobuf `WriteRequest` of a batch, written straight from the borrowed samples.
+///
+/// Byte-for-byte what prost encodes for [`build_write_request`] (a property test holds the two
+/// together), without first copying every label into owned messages: that copy was 60% of the
+/// encode time. Field keys are those of the `.proto`: `WriteRequest.timeseries` = 1,
+/// `TimeSeries.labels` = 1 and `.samples` = 2, `Label.name` = 1 and `.value` = 2,
+/// `Sample.value` = 1 (fixed64) and `.timestamp` = 2 (varint). Like prost, fields equal to their
+/// proto3 default (empty string, 0) are left out.
+pub fn encode_protobuf(batch: &[Sample]) -> Vec<u8> {
+    const FIELD_1_LEN: u8 = 0x0a; // field 1, length-delimited
+    const FIELD_2_LEN: u8 = 0x12; // field 2, length-delimited
+    const FIELD_1_FIXED64: u8 = 0x09; // field 1, 64-bit
+    const FIELD_2_VARINT: u8 = 0x10; // field 2, varint
+
+    fn delimited_len(len: usize) -> usize {
+        1 + encoded_len_varint(len as u64) + len
+    }
+    fn string_field_len(text: &str) -> usize {
+        if text.is_empty() { 0 } else { delimited_len(text.len()) }
+    }
+    fn label_len(name: &str, value: &str) -> usize {
+        string_field_len(name) + string_field_len(value)
+    }
+    fn sample_len(sample: &Sample) -> usize {
+        let value = if sample.value != 0.0 { 9 } else { 0 };
+        let timestamp = if sample.timestamp_ms != 0 { 1 + encoded_len_varint(sample.timestamp_ms as u64) } else { 0 };
+        value + timestamp
+    }
+    fn put_string_field(out: &mut Vec<u8>, key: u8, text: &str) {
+        if !text.is_empty() {
+            out.push(key);
+            encode_varint(text.len() as u64, out);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+
+    let groups = SeriesGroups::new(batch);
+    let mut out = Vec::with_capacity(batch.len() * 160);
+    for slot in 0..groups.len() {
+        let (first, members) = groups.series(batch, slot);
+        let labels_len: usize =
+            wire_pairs(&first.name, &first.labels).map(|(name, value)| delimited_len(label_len(name, value))).sum();
+        let samples_len: usize = members.iter().map(|&index| delimited_len(sample_len(&batch[index]))).sum();
+        out.push(FIELD_1_LEN);
+        encode_varint((labels_len + samples_len) as u64, &mut out);
+        for (name, value) in wire_pairs(&first.name, &first.labels) {
+            out.push(FIELD_1_LEN);
+            encode_varint(label_len(name, value) as u64, &mut out);
+            put_string_field(&mut out, FIELD_1_LEN, name);
+            put_string_field(&mut out, FIELD_2_LEN, value);
+        }
+        for &index in members {
+            let sample = &batch[index];
+            out.push(FIELD_2_LEN);
+            encode_varint(sample_len(sample) as u64, &mut out);
+            // `!= 0.0` is prost's default test: it also leaves out -0.0 (see the module docs).
+            if sample.value != 0.0 {
+                out.push(FIELD_1_FIXED64);
+                out.extend_from_slice(&sample.value.to_bits().to_le_bytes());
+            }
+            if sample.timestamp_ms != 0 {
+                out.push(FIELD_2_VARINT);
+                encode_varint(sample.timestamp_ms as u64, &mut out);
+            }
+        }
+    }
+    out
 }
 
 /// The wire labels of a series: the sample's labels plus `__name__`, sorted by name (byte
@@ -78,10 +206,7 @@ pub fn wire_labels(name: &str, labels: &Labels) -> Vec<Label> {
 
 /// The (name, value) pairs of [`wire_labels`], borrowed, in wire order.
 fn wire_pairs<'a>(name: &'a str, labels: &'a Labels) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-    let mut rest = labels
-        .iter()
-        .filter(|label| !label.value.is_empty() && label.name != METRIC_NAME_LABEL)
-        .peekable();
+    let mut rest = labels.iter().filter(|label| !label.value.is_empty() && label.name != METRIC_NAME_LABEL).peekable();
     let mut name_pending = !name.is_empty();
     std::iter::from_fn(move || {
         if name_pending && rest.peek().is_none_or(|label| label.name.as_str() > METRIC_NAME_LABEL) {
@@ -105,18 +230,36 @@ fn wire_hash(name: &str, labels: &Labels, scratch: &mut Vec<u8>) -> u64 {
     xxhash_rust::xxh3::xxh3_64(scratch)
 }
 
-fn same_wire_labels(existing: &[Label], name: &str, labels: &Labels) -> bool {
-    existing
-        .iter()
-        .map(|label| (label.name.as_str(), label.value.as_str()))
-        .eq(wire_pairs(name, labels))
+/// A `Hasher` for keys that already are 64-bit hashes: hashing them again would only cost time.
+#[derive(Default)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than u64, which this map does not have; still a hash.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// True when two samples belong to one wire series.
+fn same_series(a: &Sample, b: &Sample) -> bool {
+    wire_pairs(&a.name, &a.labels).eq(wire_pairs(&b.name, &b.labels))
 }
 
 /// The request body for a batch: the protobuf `WriteRequest`, snappy-compressed in the block
 /// (raw) format the spec requires; the framed stream format would be rejected by receivers.
 pub fn encode_batch(batch: &[Sample]) -> Result<Vec<u8>, RemoteWriteError> {
-    let protobuf = build_write_request(batch).encode_to_vec();
-    snap::raw::Encoder::new().compress_vec(&protobuf).map_err(RemoteWriteError::Compress)
+    snap::raw::Encoder::new().compress_vec(&encode_protobuf(batch)).map_err(RemoteWriteError::Compress)
 }
 
 /// Reverses [`encode_batch`]; for tests and tools that inspect what would be sent.
@@ -238,24 +381,60 @@ mod tests {
     }
 
     fn arb_sample() -> impl Strategy<Value = Sample> {
-        (
-            "[a-c]{1,2}",
-            proptest::collection::vec(("[A-Za-z_]{1,3}", "[a-z]{0,2}"), 0..4),
-            any::<u64>(),
-            -5i64..5,
-        )
+        ("[a-c]{1,2}", proptest::collection::vec(("[A-Za-z_]{1,3}", "[a-z]{0,2}"), 0..4), any::<u64>(), -5i64..5)
             .prop_map(|(name, pairs, bits, ts)| Sample::new(name, Labels::from_pairs(pairs), f64::from_bits(bits), ts))
+    }
+
+    /// A sample as the receiver sees it: wire labels, timestamp, value bits.
+    type WireSample = (Vec<(String, String)>, i64, u64);
+
+    /// The bits a receiver reads back: -0.0 becomes +0.0 (see the module docs).
+    fn wire_bits(value: f64) -> u64 {
+        if value == 0.0 { 0 } else { value.to_bits() }
+    }
+
+    #[test]
+    fn negative_zero_arrives_as_positive_zero() {
+        let batch = [Sample::new("m", Labels::default(), -0.0, 1), Sample::new("m", Labels::default(), 0.0, 2)];
+        let decoded = decode_body(&encode_batch(&batch).unwrap()).unwrap();
+        let bits: Vec<u64> = decoded.timeseries[0].samples.iter().map(|s| s.value.to_bits()).collect();
+        assert_eq!(bits, [0, 0]);
     }
 
     proptest! {
         #[test]
-        fn round_trip_keeps_every_sample_bit_exact(batch in proptest::collection::vec(arb_sample(), 0..40)) {
+        fn direct_encoder_matches_prost(
+            batch in proptest::collection::vec(arb_sample(), 0..40),
+            zeros in any::<u8>(),
+            empty_name in any::<bool>(),
+        ) {
+            let mut batch = batch;
+            for (index, sample) in batch.iter_mut().enumerate() {
+                if (zeros >> (index % 8)) & 1 == 1 {
+                    sample.value = if index % 2 == 0 { 0.0 } else { -0.0 };
+                }
+                if empty_name && index == 0 {
+                    sample.name.clear();
+                }
+            }
+            prop_assert_eq!(encode_protobuf(&batch), build_write_request(&batch).encode_to_vec());
+        }
+
+        #[test]
+        fn round_trip_keeps_every_sample_bit_exact(batch in proptest::collection::vec(arb_sample(), 0..40), zeros in any::<u8>()) {
+            // Random bits almost never give ±0.0; put some in.
+            let mut batch = batch;
+            for (index, sample) in batch.iter_mut().enumerate() {
+                if (zeros >> (index % 8)) & 1 == 1 && index % 3 == 0 {
+                    sample.value = if index % 2 == 0 { 0.0 } else { -0.0 };
+                }
+            }
             let decoded = decode_body(&encode_batch(&batch).unwrap()).unwrap();
-            let mut sent: Vec<(Vec<(String, String)>, i64, u64)> = batch
+            let mut sent: Vec<WireSample> = batch
                 .iter()
                 .map(|s| {
                     let labels = wire_labels(&s.name, &s.labels).into_iter().map(|l| (l.name, l.value)).collect();
-                    (labels, s.timestamp_ms, s.value.to_bits())
+                    (labels, s.timestamp_ms, wire_bits(s.value))
                 })
                 .collect();
             let mut received = Vec::new();

@@ -13,9 +13,11 @@ pub mod proto;
 pub mod sink;
 
 pub use config::{BasicAuth, RemoteWriteConfig};
-pub use encoder::{build_write_request, decode_body, encode_batch};
+pub use encoder::{build_write_request, decode_body, encode_batch, encode_protobuf};
 pub use error::RemoteWriteError;
 pub use sink::RemoteWriteSink;
 
 // The HTTP status classification shared with the other HTTP outputs of this crate.
-pub(crate) use error::{MAX_ERROR_BODY, error_chain, is_retryable_status, read_error_body, status_category, truncate_utf8};
+pub(crate) use error::{
+    MAX_ERROR_BODY, error_chain, is_retryable_status, read_error_body, status_category, truncate_utf8,
+};

@@ -5,10 +5,10 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
+use super::RemoteWriteError;
 use super::config::{BasicAuth, RemoteWriteConfig};
 use super::encoder::encode_batch;
 use super::error::read_error_body;
-use super::RemoteWriteError;
 use crate::outputs::{Sink, WriteError};
 use crate::sample::Sample;
 
@@ -51,9 +51,10 @@ impl RemoteWriteSink {
 
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
-            let name = HeaderName::try_from(name.as_str()).map_err(|e| config_error(format!("header name {name:?}: {e}")))?;
-            let mut value =
-                HeaderValue::try_from(value.as_str()).map_err(|e| config_error(format!("value of header {name}: {e}")))?;
+            let name =
+                HeaderName::try_from(name.as_str()).map_err(|e| config_error(format!("header name {name:?}: {e}")))?;
+            let mut value = HeaderValue::try_from(value.as_str())
+                .map_err(|e| config_error(format!("value of header {name}: {e}")))?;
             // Extra headers often carry tenant ids or tokens; keep them out of debug output.
             value.set_sensitive(true);
             headers.insert(name, value);
