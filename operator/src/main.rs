@@ -24,7 +24,8 @@ struct Args {
     #[arg(long, env = "POD_NAME")]
     identity: String,
     /// Name of the collector StatefulSet: only Leases of its pods (`<name>-<ordinal>`) count as
-    /// members, so several releases can share a namespace without sharing collectors.
+    /// members. The operator assigns every MetricInput of the cluster, so run one release per
+    /// cluster.
     #[arg(long, env = "METRICSHARD_COLLECTOR_STATEFULSET")]
     collector_statefulset: Option<String>,
     /// ε of bounded-load hashing: no collector holds more than ⌈(1+ε)·mean⌉ inputs.
