@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::memory::MemoryBuffer;
+use crate::buffer;
 use crate::engine::{SupervisorError, TaskKey, TaskSpec, TaskSupervisor, UpdateOutcome};
 use crate::inputs;
 use crate::outputs::{self, Sink};
@@ -217,7 +217,14 @@ impl Runtime {
                 return;
             }
         };
-        let buffer = Box::new(MemoryBuffer::new(output.settings.buffer.memory.max_samples));
+        // A Redis buffer connects lazily and retries on its own: only a bad URL fails here.
+        let buffer = match buffer::spec::build(&output.settings.buffer, &id) {
+            Ok(buffer) => buffer,
+            Err(reason) => {
+                tracing::error!(output = %id, "cannot start output: {reason}");
+                return;
+            }
+        };
         let (sender, receiver) = mpsc::channel(OUTPUT_CHANNEL_DEPTH);
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(pipeline::run(

@@ -95,15 +95,27 @@ pub struct InputSource {
     pub prometheus: Option<PrometheusSource>,
 }
 
-/// A Prometheus scrape of a fixed list of targets.
+/// A Prometheus scrape of targets listed statically and/or discovered from files or an HTTP
+/// endpoint in Prometheus' `file_sd_configs` / `http_sd_configs` formats.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.staticTargets) && size(self.staticTargets) > 0) || has(self.fileSD) || has(self.httpSD)").message("at least one of staticTargets, fileSD and httpSD must be set"))]
 pub struct PrometheusSource {
     /// Targets as `host:port`, scraped at `scheme://host:port{metricsPath}`. Each target's samples
     /// carry `instance="host:port"` and `job="<namespace>/<name>"` unless they already have them.
-    #[schemars(length(min = 1, max = 1000), inner(length(max = 261)))]
+    /// Optional when `fileSD` or `httpSD` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(max = 261)))]
     #[x_kube(validation = Rule::new("self.all(t, t.matches('^(\\\\[[0-9a-fA-F:.]+\\\\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?):[0-9]{1,5}$'))").message("every static target must be host:port"))]
     pub static_targets: Vec<String>,
+    /// Targets discovered from files in Prometheus' `file_sd_configs` format. Each discovered
+    /// target also carries `__meta_filepath` (the file it came from) during relabeling.
+    #[serde(default, rename = "fileSD", skip_serializing_if = "Option::is_none")]
+    pub file_sd: Option<FileSd>,
+    /// Targets discovered from an HTTP endpoint in Prometheus' `http_sd_configs` format. Each
+    /// discovered target also carries `__meta_url` (the endpoint) during relabeling.
+    #[serde(default, rename = "httpSD", skip_serializing_if = "Option::is_none")]
+    pub http_sd: Option<HttpSd>,
     /// URL scheme used to scrape the targets.
     #[serde(default)]
     pub scheme: Scheme,
@@ -113,7 +125,9 @@ pub struct PrometheusSource {
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("metricsPath must start with /"))]
     pub metrics_path: String,
     /// Relabeling of each target before it is scraped, as Prometheus' `relabel_configs`. A target
-    /// starts with `__address__` (the static target), `__scheme__`, `__metrics_path__` and `job`;
+    /// starts with `__address__` (the static or discovered target), `__scheme__`,
+    /// `__metrics_path__`, `job`, and for discovered targets its group's labels and
+    /// `__meta_filepath` or `__meta_url`;
     /// `keep`/`drop` decide whether it is scraped; afterwards `instance` defaults to `__address__`
     /// and labels starting with `__` are removed. What remains labels every sample of the target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -124,6 +138,50 @@ pub struct PrometheusSource {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub metric_relabel_configs: Vec<RelabelRule>,
+}
+
+/// File-based discovery, as Prometheus' `file_sd_configs`: every file holds a list of target
+/// groups `[{"targets": ["host:port", ...], "labels": {"name": "value"}}]`, as JSON (`.json`)
+/// or YAML (`.yaml`, `.yml`). Files are watched and re-read every `refreshInterval`; a file that
+/// cannot be read or parsed keeps the targets it last yielded and is reported as a gather
+/// problem with reason `discovery`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.refreshInterval) > duration('0s')").message("fileSD.refreshInterval must be greater than zero").field_path(".refreshInterval"))]
+pub struct FileSd {
+    /// Absolute paths of the files to read; the last path element may be a glob with `*` and
+    /// `?` (`/etc/targets/*.json`). In local mode these are paths on the collector's machine; in
+    /// a cluster they are paths inside the collector pod (mount a ConfigMap or volume there).
+    #[schemars(length(min = 1, max = 32), inner(length(max = 4096)))]
+    #[x_kube(validation = Rule::new("self.all(f, f.startsWith('/'))").message("fileSD.files must be absolute paths"))]
+    pub files: Vec<String>,
+    /// How often every file is re-read in addition to watching it, in Go duration syntax.
+    #[serde(default = "default_file_sd_refresh")]
+    pub refresh_interval: Duration,
+}
+
+/// HTTP-based discovery, as Prometheus' `http_sd_configs`: a GET of `url` must answer 200 with
+/// `Content-Type: application/json` and a JSON list of target groups; anything else is reported
+/// as a gather problem with reason `discovery` and the targets last discovered are kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.refreshInterval) > duration('0s')").message("httpSD.refreshInterval must be greater than zero").field_path(".refreshInterval"))]
+pub struct HttpSd {
+    /// The endpoint, an absolute `http://` or `https://` URL.
+    #[schemars(length(max = 4096))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("httpSD.url must be an absolute http or https URL"))]
+    pub url: String,
+    /// How often the endpoint is queried, in Go duration syntax.
+    #[serde(default = "default_http_sd_refresh")]
+    pub refresh_interval: Duration,
+}
+
+fn default_file_sd_refresh() -> Duration {
+    Duration::from_std(std::time::Duration::from_secs(300))
+}
+
+fn default_http_sd_refresh() -> Duration {
+    Duration::from_std(std::time::Duration::from_secs(60))
 }
 
 /// One relabeling step with the semantics of Prometheus' `relabel_config` (and the field names of

@@ -17,6 +17,7 @@ pub mod watch;
 pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;
 pub use input::{
+    FileSd, HttpSd,
     InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
     RelabelRule, Scheme,
 };

@@ -131,11 +131,11 @@ mod tests {
                 next += push as i64;
                 dropped += buffer.push_now(batch).dropped_oldest;
                 prop_assert!(buffer.len() <= limit.max(take as u64));
-                if let Some(batch) = buffer.batch_now(take) {
-                    if ack {
-                        delivered.extend(batch.samples.iter().map(|s| s.timestamp_ms));
-                        buffer.ack_now(batch.id).unwrap();
-                    }
+                if let Some(batch) = buffer.batch_now(take)
+                    && ack
+                {
+                    delivered.extend(batch.samples.iter().map(|s| s.timestamp_ms));
+                    buffer.ack_now(batch.id).unwrap();
                 }
             }
             prop_assert!(delivered.windows(2).all(|w| w[0] < w[1]), "order kept");

@@ -5,7 +5,10 @@
 //! removes a batch once the backend answered 2xx. Until acknowledged, `batch` returns the same
 //! samples again, which is what makes delivery at-least-once.
 
+pub mod codec;
 pub mod memory;
+pub mod redis;
+pub mod spec;
 
 use futures::future::BoxFuture;
 

@@ -80,7 +80,7 @@ impl GatherError {
 }
 
 /// Every `reason` label value gather errors may carry (for cleanup of removed inputs).
-pub const GATHER_ERROR_REASONS: &[&str] = &["timeout", "panic", "target", "parse", "http", "source"];
+pub const GATHER_ERROR_REASONS: &[&str] = &["timeout", "panic", "target", "parse", "http", "source", "discovery"];
 
 /// A source of samples, called once per tick.
 pub trait Gatherer: Send + Sync + 'static {

@@ -1,6 +1,7 @@
-//! Scraping static targets: one HTTP GET per target per tick, content-negotiated, size-limited,
+//! Scraping targets: one HTTP GET per target per tick, content-negotiated, size-limited,
 //! parsed, labelled the way Prometheus labels scraped series, plus the per-target synthetic
-//! series `up`, `scrape_duration_seconds` and `scrape_samples_scraped`.
+//! series `up`, `scrape_duration_seconds` and `scrape_samples_scraped`. The targets are static
+//! or discovered (see [`super::discovery`]); every tick scrapes the current target set.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, FutureExt};
 use metricshard_crds::PrometheusSource;
 
+use super::discovery::{self, DiscoveryConfig, DiscoveryTask, SharedTargets};
 use super::parser::{self, ACCEPT_HEADER, ParsedSample};
 use crate::engine::{GatherError, Gathered, Gatherer, TaskKey};
 use crate::relabel::{self, RelabelConfig};
@@ -19,7 +21,7 @@ use crate::schedule::Tick;
 pub const BODY_SIZE_LIMIT: usize = 64 << 20;
 
 /// One scrape target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ScrapeTarget {
     /// The full URL scraped.
     pub url: String,
@@ -41,14 +43,19 @@ pub enum ScrapeConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Discovery could not be started.
+    #[error("spec.source.prometheus: {0}")]
+    Discovery(String),
 }
 
-/// Scrapes a fixed list of targets.
+/// Scrapes the current target set at every tick.
 pub struct PrometheusGatherer {
     client: reqwest::Client,
-    targets: Vec<ScrapeTarget>,
+    targets: SharedTargets,
     metric_relabel: Vec<RelabelConfig>,
     request_timeout: Duration,
+    // Aborts the discovery task when the gatherer (the input's task) goes away.
+    _discovery: Option<DiscoveryTask>,
 }
 
 /// Converts the API's relabeling steps into validated ones.
@@ -65,20 +72,27 @@ fn relabel_configs(field: &'static str, rules: &[metricshard_crds::RelabelRule])
         .collect()
 }
 
-/// The targets of a static source after target relabeling, as Prometheus derives them: the
-/// starting labels are `__address__`, `__scheme__`, `__metrics_path__` and `job`; dropped
-/// targets disappear; `instance` defaults to `__address__`; `__`-labels are removed.
-pub fn relabel_targets(job: &str, source: &PrometheusSource, configs: &[RelabelConfig], extra: &Labels) -> Vec<ScrapeTarget> {
-    source
-        .static_targets
-        .iter()
-        .filter_map(|address| {
-            let start = Labels::from_pairs([
-                ("__address__", address.as_str()),
-                ("__scheme__", source.scheme.as_str()),
-                ("__metrics_path__", source.metrics_path.as_str()),
-                ("job", job),
-            ]);
+/// The targets of target groups (addresses with the group's labels) after target relabeling,
+/// as Prometheus derives them: a target starts with its group's labels and `__address__`, then
+/// `job`, `__scheme__` and `__metrics_path__` unless the group set them; dropped targets
+/// disappear; `instance` defaults to `__address__`; `__`-labels are removed; duplicates (same
+/// URL and labels) are scraped once.
+pub fn relabel_targets<'a>(
+    job: &str,
+    source: &PrometheusSource,
+    configs: &[RelabelConfig],
+    extra: &Labels,
+    groups: impl IntoIterator<Item = (&'a [String], Labels)>,
+) -> Vec<ScrapeTarget> {
+    let mut seen = std::collections::HashSet::new();
+    groups
+        .into_iter()
+        .flat_map(|(addresses, group_labels)| addresses.iter().map(move |address| (address, group_labels.clone())))
+        .filter_map(|(address, mut start)| {
+            start.set("__address__".to_owned(), address.clone());
+            start.set_if_absent("job", job);
+            start.set_if_absent("__scheme__", source.scheme.as_str());
+            start.set_if_absent("__metrics_path__", source.metrics_path.as_str());
             let mut labels = relabel::relabel(&start, configs)?;
             let address = labels.get("__address__")?.to_owned();
             let url = format!(
@@ -96,6 +110,7 @@ pub fn relabel_targets(job: &str, source: &PrometheusSource, configs: &[RelabelC
             }
             Some(ScrapeTarget { url, labels })
         })
+        .filter(|target| seen.insert(target.clone()))
         .collect()
 }
 
@@ -110,15 +125,26 @@ impl PrometheusGatherer {
     ) -> Result<Self, ScrapeConfigError> {
         let target_relabel = relabel_configs("relabelConfigs", &source.relabel_configs)?;
         let metric_relabel = relabel_configs("metricRelabelConfigs", &source.metric_relabel_configs)?;
-        let targets = relabel_targets(key.as_str(), source, &target_relabel, &extra_labels);
+        let targets = SharedTargets::default();
+        let config = DiscoveryConfig {
+            job: key.as_str().to_owned(),
+            source: source.clone(),
+            relabel: target_relabel,
+            extra: extra_labels,
+        };
+        let discovery = discovery::start(config, client.clone(), targets.clone()).map_err(ScrapeConfigError::Discovery)?;
         // Leave the engine's own timeout room to record a per-target failure first.
         let request_timeout = timeout.saturating_sub(timeout / 20).max(Duration::from_millis(1));
-        Ok(Self { client, targets, metric_relabel, request_timeout })
+        Ok(Self { client, targets, metric_relabel, request_timeout, _discovery: discovery })
     }
 
-    /// The targets scraped.
-    pub fn targets(&self) -> &[ScrapeTarget] {
-        &self.targets
+    /// The targets scraped at the next tick.
+    pub fn targets(&self) -> Arc<Vec<ScrapeTarget>> {
+        self.current().targets.clone()
+    }
+
+    fn current(&self) -> Arc<discovery::TargetSet> {
+        self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     async fn scrape(&self, target: &ScrapeTarget, tick: Tick) -> (Vec<Sample>, Option<(&'static str, String)>) {
@@ -206,8 +232,10 @@ fn describe_reqwest_error(error: &reqwest::Error) -> String {
 impl Gatherer for PrometheusGatherer {
     fn gather(&self, tick: Tick) -> BoxFuture<'_, Result<Gathered, GatherError>> {
         async move {
-            let results = futures::future::join_all(self.targets.iter().map(|target| self.scrape(target, tick))).await;
+            let current = self.current();
+            let results = futures::future::join_all(current.targets.iter().map(|target| self.scrape(target, tick))).await;
             let mut gathered = Gathered::default();
+            gathered.problems.extend(current.problems.iter().map(|problem| ("discovery", problem.clone())));
             for (samples, problem) in results {
                 gathered.samples.extend(samples);
                 gathered.problems.extend(problem.map(|(category, message)| (target_category(category), message)));
@@ -256,6 +284,8 @@ mod tests {
     fn source(targets: &[&str], relabel: Vec<RelabelRule>, metric_relabel: Vec<RelabelRule>) -> PrometheusSource {
         PrometheusSource {
             static_targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            file_sd: None,
+            http_sd: None,
             scheme: Scheme::Http,
             metrics_path: "/metrics".to_owned(),
             relabel_configs: relabel,
