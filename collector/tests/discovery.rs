@@ -5,44 +5,15 @@
 // Test code through and through, helpers included: a panic is how a check fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::io::Read;
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::routing::get;
-
-/// Scrape requests seen per target name.
-#[derive(Clone, Default)]
-struct Requests(Arc<Mutex<HashMap<String, usize>>>);
-
-impl Requests {
-    fn count(&self, target: &str) -> usize {
-        self.0.lock().unwrap().get(target).copied().unwrap_or(0)
-    }
-}
-
-/// An HTTP server exposing `/metrics/{name}` in the Prometheus text format.
-async fn start_targets() -> (SocketAddr, Requests) {
-    let requests = Requests::default();
-    let app = axum::Router::new()
-        .route(
-            "/metrics/{name}",
-            get(|State(requests): State<Requests>, UrlPath(name): UrlPath<String>| async move {
-                *requests.0.lock().unwrap().entry(name.clone()).or_default() += 1;
-                format!("# TYPE demo_up gauge\ndemo_up{{target=\"{name}\"}} 1\n")
-            }),
-        )
-        .with_state(requests.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (address, requests)
-}
+use common::{Collector, Requests, output_manifest, start_targets, within, write_atomically};
 
 /// What the HTTP SD endpoint answers: content type and body.
 #[derive(Clone)]
@@ -63,66 +34,6 @@ async fn start_sd(answer: SdAnswer) -> SocketAddr {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     address
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The collector process; killed on drop, with its stderr printed if the test failed.
-struct Collector {
-    child: Child,
-    stderr: PathBuf,
-    metrics_url: String,
-}
-
-impl Collector {
-    fn start(manifests: &Path, workdir: &Path) -> Self {
-        let port = free_port();
-        let stderr = workdir.join("collector.stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_metricshard-collector"))
-            .args(["--manifests", manifests.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, stderr, metrics_url: format!("http://127.0.0.1:{port}/metrics") }
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        std::fs::File::open(&self.stderr).unwrap().read_to_string(&mut text).unwrap();
-        text
-    }
-
-    async fn metric(&self, line_prefix: &str) -> Option<f64> {
-        let client = metricshard_collector::build_http_client().ok()?;
-        let body = client.get(&self.metrics_url).send().await.ok()?.text().await.ok()?;
-        body.lines().find(|line| line.starts_with(line_prefix))?.rsplit(' ').next()?.parse().ok()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- collector stderr ----\n{}", self.log());
-        }
-    }
-}
-
-/// Polls `condition` every 10 ms until it holds, failing after `timeout`; returns the time taken.
-async fn within<F: std::future::Future<Output = bool>>(what: &str, timeout: Duration, mut condition: impl FnMut() -> F) -> Duration {
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < timeout, "not within {timeout:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Asserts that `target` is no longer scraped: its count stays put for several intervals.
@@ -168,20 +79,6 @@ spec:
     )
 }
 
-fn output_manifest(path: &Path) -> String {
-    format!(
-        "apiVersion: metricshard.io/v1alpha1\nkind: MetricOutput\nmetadata: {{name: file, namespace: demo}}\nspec:\n  protocol:\n    file: {{path: {}}}\n  batch: {{maxSamples: 1000, flushInterval: 50ms}}\n",
-        path.display()
-    )
-}
-
-/// Writes a file atomically, as editors and ConfigMap volumes do.
-fn write_atomically(path: &Path, text: &str) {
-    let temporary = path.with_extension("tmp~");
-    std::fs::write(&temporary, text).unwrap();
-    std::fs::rename(&temporary, path).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sd_targets_follow_the_files() {
     let (address, requests) = start_targets().await;
@@ -204,12 +101,12 @@ async fn file_sd_targets_follow_the_files() {
     })
     .await;
     let line = within("a's samples carry the group labels and __meta_filepath", Duration::from_secs(5), || async {
-        std::fs::read_to_string(&output_file).unwrap_or_default().lines().any(|l| l.starts_with("demo_up") && l.contains("name=\"a\""))
+        std::fs::read_to_string(&output_file).unwrap_or_default().lines().any(|l| l.starts_with("demo_requests_total") && l.contains("name=\"a\""))
     })
     .await;
     eprintln!("samples in the file after {line:?}");
     let text = std::fs::read_to_string(&output_file).unwrap();
-    let line = text.lines().find(|l| l.starts_with("demo_up") && l.contains("name=\"a\"")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("demo_requests_total") && l.contains("name=\"a\"")).unwrap();
     let one = sd.join("one.json");
     assert!(line.contains(&format!("sd_file=\"{}\"", one.display())), "{line}");
     assert!(line.contains(&format!("instance=\"{address}\"")) && line.contains("job=\"demo/files\""), "{line}");
@@ -259,7 +156,7 @@ async fn http_sd_targets_follow_the_endpoint() {
         std::fs::read_to_string(&output_file)
             .unwrap_or_default()
             .lines()
-            .any(|l| l.starts_with("demo_up") && l.contains("name=\"p\"") && l.contains(&format!("sd_url=\"{url}\"")))
+            .any(|l| l.starts_with("demo_requests_total") && l.contains("name=\"p\"") && l.contains(&format!("sd_url=\"{url}\"")))
     })
     .await;
 
