@@ -23,12 +23,12 @@ use kube::api::{
     PostParams,
 };
 use kube::{Api, Client, ResourceExt as _};
+use metricshard_e2e::release;
 use metricshard_e2e::{
-    Kubectl, Outcome, ServiceAccountIdentity, TestCluster, TestNamespace, wait_for, workspace_root,
+    Outcome, ServiceAccountIdentity, TestCluster, TestNamespace, wait_for, workspace_root,
 };
 use serde::Deserialize as _;
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -46,14 +46,6 @@ fn chart_crd_dir() -> PathBuf {
 
 fn generated_crd_dir() -> PathBuf {
     workspace_root().join("crds/yaml")
-}
-
-/// helm with the cluster's admin `KUBECONFIG` (a [`Kubectl`] runs any program that way).
-fn helm(cluster: &TestCluster) -> Kubectl {
-    let program = cluster
-        .helm_binary()
-        .expect("no helm binary: run scripts/testbed/build-k8s.sh or put helm on PATH");
-    Kubectl::new(program, cluster.kubeconfig_env())
 }
 
 /// The documents of a multi-document YAML stream; empty documents are skipped.
@@ -90,7 +82,8 @@ fn yaml_file_names(dir: &Path) -> BTreeSet<String> {
 
 /// `helm template` of the chart in `chart`, parsed.
 async fn render(cluster: &TestCluster, chart: &Path, namespace: &str, sets: &[&str]) -> Vec<Value> {
-    let mut command = helm(cluster)
+    let mut command = release::helm(cluster)
+        .unwrap()
         .args(["template", "metricshard"])
         .arg(chart)
         .args(["--namespace", namespace]);
@@ -125,36 +118,6 @@ fn metric_inputs(client: &Client, namespace: &str) -> Api<DynamicObject> {
         namespace,
         &metricshard_resource("MetricInput", "metricinputs"),
     )
-}
-
-/// Installs the generated CRDs (server-side apply) once per test binary, for tests that install
-/// the chart with `crds.install=false` as a cluster with CRDs managed elsewhere would.
-async fn ensure_crds(cluster: &TestCluster) {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| async {
-            cluster
-                .kubectl()
-                .args([
-                    "apply",
-                    "--server-side",
-                    "--force-conflicts",
-                    "--field-manager=metricshard-e2e",
-                    "-f",
-                ])
-                .arg(generated_crd_dir())
-                .run_ok()
-                .await
-                .unwrap();
-            cluster
-                .kubectl()
-                .args(["wait", "--for=condition=Established", "--timeout=60s", "-f"])
-                .arg(generated_crd_dir())
-                .run_ok()
-                .await
-                .unwrap();
-        })
-        .await;
 }
 
 /// A test namespace whose PodSecurity admission enforces "restricted": a pod of the chart that
@@ -211,7 +174,10 @@ async fn chart_lints_and_its_schema_refuses_bad_values() {
             "operator.replicas=2",
         ][..],
     ] {
-        let mut lint = helm(cluster).args(["lint", "--strict"]).arg(chart_dir());
+        let mut lint = release::helm(cluster)
+            .unwrap()
+            .args(["lint", "--strict"])
+            .arg(chart_dir());
         for set in sets {
             lint = lint.args(["--set", set]);
         }
@@ -244,7 +210,8 @@ async fn chart_lints_and_its_schema_refuses_bad_values() {
         ),
     ];
     for (set, path) in refused {
-        let output = helm(cluster)
+        let output = release::helm(cluster)
+            .unwrap()
             .args(["template", "metricshard"])
             .arg(chart_dir())
             .args(["--set", set])
@@ -615,7 +582,7 @@ async fn rendered_chart_is_least_privilege_and_restricted() {
 async fn installed_chart_creates_pods_and_its_rbac_keeps_collectors_off_specs() {
     let cluster = TestCluster::shared().await.unwrap();
     let admin = cluster.client().await.unwrap();
-    ensure_crds(cluster).await;
+    release::ensure_crds(cluster).await.unwrap();
     let ns = restricted_namespace(&admin, "chart").await;
     let tenant = TestNamespace::new(&admin, "chart-tenant").await.unwrap();
     let release = ns.name().to_owned();
@@ -630,7 +597,8 @@ async fn installed_chart_creates_pods_and_its_rbac_keeps_collectors_off_specs() 
             .unwrap();
     }
     let started = std::time::Instant::now();
-    let install = helm(cluster)
+    let install = release::helm(cluster)
+        .unwrap()
         .args(["install", &release])
         .arg(chart_dir())
         .args(["--namespace", ns.name()])
@@ -974,7 +942,8 @@ async fn installed_chart_creates_pods_and_its_rbac_keeps_collectors_off_specs() 
         "operator lists Secrets",
     );
 
-    helm(cluster)
+    release::helm(cluster)
+        .unwrap()
         .args(["uninstall", &release, "--namespace", ns.name()])
         .run_ok()
         .await
@@ -1016,11 +985,12 @@ async fn crds_upgrade_with_the_chart_and_outlive_uninstall() {
     let admin = cluster.client().await.unwrap();
     // Other tests of this binary apply the CRDs too: let that happen first, so nothing reverts
     // the upgrade below behind this test's back.
-    ensure_crds(cluster).await;
+    release::ensure_crds(cluster).await.unwrap();
     let ns = restricted_namespace(&admin, "crd-upgrade").await;
     let release = ns.name().to_owned();
     let install = |chart: PathBuf, command: &'static str| {
-        helm(cluster)
+        release::helm(cluster)
+            .unwrap()
             .args([command, &release])
             .arg(chart)
             .args(["--namespace", ns.name()])
@@ -1096,7 +1066,8 @@ async fn crds_upgrade_with_the_chart_and_outlive_uninstall() {
     );
 
     // Uninstall removes the release's objects but keeps the CRDs, and with them user data.
-    let output = helm(cluster)
+    let output = release::helm(cluster)
+        .unwrap()
         .args(["uninstall", &release, "--namespace", ns.name()])
         .run_ok()
         .await

@@ -13,7 +13,7 @@
 // Test code through and through, helpers included: a panic is how a check fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,14 +25,14 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::{Api, Client};
+use metricshard_e2e::release;
 use metricshard_e2e::{
-    Kubectl, Outcome, PodStandIn, TestCluster, TestNamespace, free_port, wait_for,
-    workspace_binary, workspace_root,
+    Outcome, PodStandIn, TestCluster, TestNamespace, free_port, wait_for, workspace_binary,
+    workspace_root,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OnceCell;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// What the collector's cluster module renews its Lease with (`LEASE_DURATION`).
@@ -108,45 +108,6 @@ async fn answer(mut stream: TcpStream, requests: Requests) -> std::io::Result<()
 
 // ----- the chart ----------------------------------------------------------------------------
 
-/// helm with the cluster's admin `KUBECONFIG` (a [`Kubectl`] runs any program that way).
-fn helm(cluster: &TestCluster) -> Kubectl {
-    let program = cluster
-        .helm_binary()
-        .expect("no helm binary: run scripts/testbed/build-k8s.sh or put helm on PATH");
-    Kubectl::new(program, cluster.kubeconfig_env())
-}
-
-/// Installs the generated CRDs (server-side apply) once per test binary; the releases below
-/// leave the CRDs alone (`crds.install=false`), as several tests install the chart at once.
-async fn ensure_crds(cluster: &TestCluster) {
-    static INSTALLED: OnceCell<()> = OnceCell::const_new();
-    let crds = workspace_root().join("crds/yaml");
-    INSTALLED
-        .get_or_init(|| async {
-            cluster
-                .kubectl()
-                .args([
-                    "apply",
-                    "--server-side",
-                    "--force-conflicts",
-                    "--field-manager=metricshard-e2e",
-                    "-f",
-                ])
-                .arg(&crds)
-                .run_ok()
-                .await
-                .unwrap();
-            cluster
-                .kubectl()
-                .args(["wait", "--for=condition=Established", "--timeout=60s", "-f"])
-                .arg(&crds)
-                .run_ok()
-                .await
-                .unwrap();
-        })
-        .await;
-}
-
 /// The chart installed into a fresh namespace, as a release named like the namespace (so the
 /// collector pods of concurrent tests have different names and never share a shard).
 struct Installation {
@@ -156,9 +117,10 @@ struct Installation {
 
 impl Installation {
     async fn new(cluster: &'static TestCluster, admin: &Client, prefix: &str) -> Self {
-        ensure_crds(cluster).await;
+        release::ensure_crds(cluster).await.unwrap();
         let namespace = TestNamespace::new(admin, prefix).await.unwrap();
-        helm(cluster)
+        release::helm(cluster)
+            .unwrap()
             .args(["install", namespace.name()])
             .arg(workspace_root().join("charts/metricshard"))
             .args(["--namespace", namespace.name()])
@@ -199,7 +161,8 @@ impl Installation {
 
     /// Uninstalls (the namespace goes with the test; the cluster-scoped RBAC would not).
     async fn uninstall(self) {
-        helm(self.cluster)
+        release::helm(self.cluster)
+            .unwrap()
             .args([
                 "uninstall",
                 self.release(),
@@ -282,7 +245,7 @@ impl Collector {
 
     /// The value of the sample `name{labels...}` (other labels ignored) on /metrics.
     async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        sample_value(&self.metrics().await?, name, labels)
+        release::sample_value(&self.metrics().await?, name, labels)
     }
 
     async fn task_starts(&self, input: &str) -> Option<f64> {
@@ -293,54 +256,6 @@ impl Collector {
     fn process(&mut self) -> &mut metricshard_e2e::ManagedProcess {
         self.stand_in.get_mut().unwrap().process()
     }
-}
-
-/// Labels of an exposition-format series: `a="x",b="y"` (with the format's escapes).
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if name.is_empty() || chars.next() != Some('"') {
-            return labels;
-        }
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => break,
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => {}
-                },
-                other => value.push(other),
-            }
-        }
-        labels.insert(name.trim_start_matches(',').trim().to_owned(), value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-}
-
-fn sample_value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let present = parse_labels(label_text);
-            let matches = labels
-                .iter()
-                .all(|(key, wanted)| present.get(*key).map(String::as_str) == Some(*wanted));
-            if matches { value.parse().ok() } else { None }
-        })
 }
 
 // ----- objects ------------------------------------------------------------------------------

@@ -721,7 +721,8 @@ async fn kubectl_get_shows_the_printer_columns() {
         let cells = table["rows"][0]["cells"].as_array().unwrap();
         assert_eq!(cells[0], Value::String(name.clone()));
         for (column, cell) in columns.iter().zip(&cells[1..]) {
-            let absent = simple_json_path(&stored, &column.json_path).is_some_and(|value| value.is_none());
+            let absent =
+                simple_json_path(&stored, &column.json_path).is_some_and(|value| value.is_none());
             if column.type_ == "date" && absent {
                 // A date the object does not have yet (no status) renders as nothing.
                 assert!(cell.is_null(), "{kind}: column {}: {cell}", column.name);

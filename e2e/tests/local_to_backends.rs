@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use metricshard_e2e::backends::{InfluxDb, Prometheus, VictoriaMetrics};
-use metricshard_e2e::{ManagedProcess, Outcome, ProcessSpec, free_port, wait_for, workspace_binary};
+use metricshard_e2e::{
+    ManagedProcess, Outcome, ProcessSpec, free_port, wait_for, workspace_binary,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,7 +28,9 @@ async fn start_target() -> u16 {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut request = vec![0u8; 4096];
                 let _ = stream.read(&mut request).await;
@@ -51,7 +55,11 @@ fn output(name: &str, protocol: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_writes_to_every_backend_and_reads_back_exactly() {
     metricshard_e2e::install_crypto_provider();
-    let (prometheus, victoria, influx) = tokio::join!(Prometheus::start(), VictoriaMetrics::start(), InfluxDb::start());
+    let (prometheus, victoria, influx) = tokio::join!(
+        Prometheus::start(),
+        VictoriaMetrics::start(),
+        InfluxDb::start()
+    );
     let (prometheus, victoria, influx) = (prometheus.unwrap(), victoria.unwrap(), influx.unwrap());
     influx.create_database("metrics").await.unwrap();
     let target_port = start_target().await;
@@ -71,15 +79,38 @@ spec:
     site: berlin
   outputs: [{{name: prometheus}}, {{name: victoria}}, {{name: influx}}]
 ",
-        output("prometheus", &format!("remoteWrite: {{url: \"{}\"}}", prometheus.remote_write_url())),
-        output("victoria", &format!("remoteWrite: {{url: \"{}\"}}", victoria.remote_write_url())),
-        output("influx", &format!("influx: {{url: \"{}\", database: metrics}}", influx.base_url())),
+        output(
+            "prometheus",
+            &format!(
+                "remoteWrite: {{url: \"{}\"}}",
+                prometheus.remote_write_url()
+            )
+        ),
+        output(
+            "victoria",
+            &format!("remoteWrite: {{url: \"{}\"}}", victoria.remote_write_url())
+        ),
+        output(
+            "influx",
+            &format!(
+                "influx: {{url: \"{}\", database: metrics}}",
+                influx.base_url()
+            )
+        ),
     );
     std::fs::write(dir.path().join("pipeline.yaml"), manifests).unwrap();
     let _collector = ManagedProcess::start(
-        ProcessSpec::new("collector", workspace_binary("metricshard-collector").unwrap())
-            .args(["--manifests", dir.path().to_str().unwrap(), "--listen", &format!("127.0.0.1:{}", free_port().unwrap())])
-            .env("RUST_LOG", "info"),
+        ProcessSpec::new(
+            "collector",
+            workspace_binary("metricshard-collector").unwrap(),
+        )
+        .args([
+            "--manifests",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .env("RUST_LOG", "info"),
     )
     .unwrap();
 
@@ -100,27 +131,47 @@ spec:
     };
 
     for (backend, query) in [("prometheus", 0), ("victoria-metrics", 1)] {
-        let temperature = wait_for(&format!("demo_temperature in {backend}"), TIMEOUT, || async {
-            let result = if query == 0 {
-                prometheus.query("demo_temperature").await
-            } else {
-                victoria.query("demo_temperature").await
-            };
-            result.map(|samples| Outcome::ready_if(!samples.is_empty(), samples))
-        })
+        let temperature = wait_for(
+            &format!("demo_temperature in {backend}"),
+            TIMEOUT,
+            || async {
+                let result = if query == 0 {
+                    prometheus.query("demo_temperature").await
+                } else {
+                    victoria.query("demo_temperature").await
+                };
+                result.map(|samples| Outcome::ready_if(!samples.is_empty(), samples))
+            },
+        )
         .await
         .unwrap();
         assert_eq!(temperature.len(), 1, "{backend}: {temperature:?}");
-        assert_eq!(temperature[0].metric, expected_labels("demo_temperature", &[("room", "lab, north")]), "{backend}");
+        assert_eq!(
+            temperature[0].metric,
+            expected_labels("demo_temperature", &[("room", "lab, north")]),
+            "{backend}"
+        );
         assert_eq!(temperature[0].value, 21.5, "{backend}");
-        let up = if query == 0 { prometheus.query("up").await } else { victoria.query("up").await }.unwrap();
+        let up = if query == 0 {
+            prometheus.query("up").await
+        } else {
+            victoria.query("up").await
+        }
+        .unwrap();
         assert_eq!(up.len(), 1, "{backend}: {up:?}");
-        assert_eq!((up[0].metric.clone(), up[0].value), (expected_labels("up", &[]), 1.0), "{backend}");
+        assert_eq!(
+            (up[0].metric.clone(), up[0].value),
+            (expected_labels("up", &[]), 1.0),
+            "{backend}"
+        );
     }
 
     let series = wait_for("demo_temperature in InfluxDB", TIMEOUT, || async {
         influx
-            .query("metrics", "SELECT \"value\" FROM \"demo_temperature\" GROUP BY *")
+            .query(
+                "metrics",
+                "SELECT \"value\" FROM \"demo_temperature\" GROUP BY *",
+            )
             .await
             .map(|series| Outcome::ready_if(!series.is_empty(), series))
     })
@@ -130,7 +181,17 @@ spec:
     let mut tags = expected_labels("", &[("room", "lab, north")]);
     tags.remove("__name__");
     assert_eq!(series[0].tags, tags);
-    assert!(series[0].column("value").unwrap().iter().all(|v| v.as_f64() == Some(21.5)), "{series:?}");
-    let doors = influx.query("metrics", "SELECT last(\"value\") FROM \"demo_doors\"").await.unwrap();
+    assert!(
+        series[0]
+            .column("value")
+            .unwrap()
+            .iter()
+            .all(|v| v.as_f64() == Some(21.5)),
+        "{series:?}"
+    );
+    let doors = influx
+        .query("metrics", "SELECT last(\"value\") FROM \"demo_doors\"")
+        .await
+        .unwrap();
     assert_eq!(doors[0].column("last").unwrap()[0].as_f64(), Some(3.0));
 }
