@@ -159,11 +159,15 @@ async fn write_one(
     let result = sink.write(&batch.samples).await;
     let reason_labels = |reason| OutputReasonLabels { output: name.to_owned(), reason };
     match result {
-        Ok(()) => {
+        Ok(written) => {
             if let Err(error) = buffer.ack(batch.id).await {
                 tracing::error!(output = %name, "acknowledging a written batch failed: {error}");
             }
-            telemetry.output_written.get_or_create(&OutputLabels { output: name.to_owned() }).inc_by(count);
+            let left_out = written.unrepresentable.min(count);
+            if left_out > 0 {
+                telemetry.output_dropped.get_or_create(&reason_labels("unrepresentable")).inc_by(left_out);
+            }
+            telemetry.output_written.get_or_create(&OutputLabels { output: name.to_owned() }).inc_by(count - left_out);
             Attempt::Written { more: buffer.len() >= settings.max_samples as u64 }
         }
         Err(error) if error.is_retryable() => {
@@ -205,7 +209,7 @@ mod tests {
 
     use super::*;
     use crate::buffer::memory::MemoryBuffer;
-    use crate::outputs::WriteError;
+    use crate::outputs::{WriteError, Written};
     use crate::sample::Labels;
 
     /// Records written batches; fails the first `fail_first` writes with the given kind.
@@ -218,7 +222,7 @@ mod tests {
     }
 
     impl Sink for RecordingSink {
-        fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<(), WriteError>> {
+        fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>> {
             async move {
                 let attempt = {
                     let mut attempts = self.attempts.lock().unwrap();
@@ -234,7 +238,8 @@ mod tests {
                     });
                 }
                 self.written.lock().unwrap().push(batch.iter().map(|s| s.timestamp_ms).collect());
-                Ok(())
+                // Stands in for a protocol that cannot carry NaN.
+                Ok(Written { unrepresentable: batch.iter().filter(|s| s.value.is_nan()).count() as u64 })
             }
             .boxed()
         }
@@ -327,5 +332,20 @@ mod tests {
         assert_eq!(sink.written.lock().unwrap().concat(), vec![3, 4]);
         let dropped = telemetry.output_dropped.get_or_create(&OutputReasonLabels { output: "test".into(), reason: "http_4xx" }).get();
         assert_eq!(dropped, 3);
+    }
+
+    #[tokio::test]
+    async fn samples_a_protocol_cannot_carry_are_counted_as_dropped_not_written() {
+        let sink = RecordingSink::default();
+        let telemetry = Telemetry::new();
+        let (sender, cancel, handle) = start(sink.clone(), settings(100, Duration::from_millis(10)), telemetry.clone()).await;
+        let mut batch = samples(0..4);
+        batch[2].value = f64::NAN;
+        sender.send(batch).await.unwrap();
+        cancel.cancel();
+        handle.await.unwrap();
+        let labels = |reason| OutputReasonLabels { output: "test".into(), reason };
+        assert_eq!(telemetry.output_dropped.get_or_create(&labels("unrepresentable")).get(), 1);
+        assert_eq!(telemetry.output_written.get_or_create(&OutputLabels { output: "test".into() }).get(), 3);
     }
 }

@@ -22,7 +22,7 @@ use metricshard_collector::outputs::influx::{
 };
 use metricshard_collector::outputs::opentsdb::{OpenTsdbConfig, OpenTsdbSink};
 use metricshard_collector::outputs::remote_write::{RemoteWriteConfig, RemoteWriteSink, decode_body};
-use metricshard_collector::outputs::{Sink, WriteError};
+use metricshard_collector::outputs::{Sink, WriteError, Written};
 use metricshard_collector::sample::{Labels, STALE_NAN_BITS, Sample};
 use serde::Deserialize;
 
@@ -486,7 +486,7 @@ fn opentsdb_sink(base: &str) -> OpenTsdbSink {
     OpenTsdbSink::new(config, http_client()).unwrap()
 }
 
-fn expect_permanent(result: Result<(), WriteError>, category: &str, message_part: &str) -> String {
+fn expect_permanent(result: Result<Written, WriteError>, category: &str, message_part: &str) -> String {
     match result {
         Err(WriteError::Permanent { category: got, message }) => {
             assert_eq!(got, category, "{message}");
@@ -497,7 +497,7 @@ fn expect_permanent(result: Result<(), WriteError>, category: &str, message_part
     }
 }
 
-fn expect_retryable(result: Result<(), WriteError>, category: &str) -> String {
+fn expect_retryable(result: Result<Written, WriteError>, category: &str) -> String {
     match result {
         Err(WriteError::Retryable { category: got, message }) => {
             assert_eq!(got, category, "{message}");
@@ -609,8 +609,8 @@ async fn victoria_metrics_receives_remote_write_influx_and_opentsdb() {
         Sample::new("vm:tsdb", Labels::default(), f64::NAN, t0 + 1_012),
     ];
     let sink = opentsdb_sink(&opentsdb_base);
-    sink.write(&tsdb_batch).await.unwrap();
-    assert_eq!(sink.dropped_samples(), 1, "the NaN is dropped and counted");
+    let written = sink.write(&tsdb_batch).await.unwrap();
+    assert_eq!(written.unrepresentable, 1, "the NaN is left out and reported");
     let mut expected = SeriesSet::new();
     let tagged: BTreeMap<String, String> = [("__name__", "vm_tsdb"), ("instance", "10.0.0.1_80"), ("city", "Zürich")]
         .into_iter()
@@ -648,8 +648,8 @@ async fn influx_v1_to_influxdb_reads_back_exactly() {
     let stale = Sample::new("plain", labels(&[("host", "h1")]), f64::from_bits(STALE_NAN_BITS), t0 + 50_000);
     batch.push(stale);
     let sink = influx_v1_sink(&base, "ms", Precision::Milliseconds);
-    sink.write(&batch).await.unwrap();
-    assert_eq!(sink.dropped_samples(), 1, "the stale marker cannot be written and is counted");
+    let written = sink.write(&batch).await.unwrap();
+    assert_eq!(written.unrepresentable, 1, "the stale marker cannot be written and is reported");
     let expected = series_set(&batch[..batch.len() - 1]);
     let expected: SeriesSet = expected
         .into_iter()

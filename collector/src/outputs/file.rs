@@ -6,7 +6,7 @@ use futures::future::{BoxFuture, FutureExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::{Sink, WriteError, line};
+use super::{Sink, WriteError, Written, line};
 use crate::sample::Sample;
 
 /// A file opened for appending. The file is opened on first write, so a missing directory is a
@@ -29,7 +29,7 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<(), WriteError>> {
+    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>> {
         async move {
             let text = line::render_batch(batch);
             let mut guard = self.file.lock().await;
@@ -42,13 +42,14 @@ impl Sink for FileSink {
                     .map_err(|e| self.io_error(e))?;
                 *guard = Some(file);
             }
-            let Some(file) = guard.as_mut() else { return Ok(()) };
+            let Some(file) = guard.as_mut() else { return Ok(Written::default()) };
             if let Err(error) = file.write_all(text.as_bytes()).await {
                 // Reopen next time: the file may have been rotated or its disk replaced.
                 *guard = None;
                 return Err(self.io_error(error));
             }
-            file.flush().await.map_err(|e| self.io_error(e))
+            file.flush().await.map_err(|e| self.io_error(e))?;
+            Ok(Written::default())
         }
         .boxed()
     }

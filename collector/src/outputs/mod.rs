@@ -47,10 +47,19 @@ impl WriteError {
     }
 }
 
+/// What a successful write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Samples of the batch the protocol cannot carry (NaN or infinities in line protocol and
+    /// OpenTSDB, say), left out of the request; the pipeline counts them as dropped.
+    pub unrepresentable: u64,
+}
+
 /// Writes batches to one destination.
 pub trait Sink: Send + Sync {
-    /// Writes one batch. Must not return `Ok` unless the destination accepted all of it.
-    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<(), WriteError>>;
+    /// Writes one batch. Must not return `Ok` unless the destination accepted every sample it
+    /// was sent.
+    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>>;
     /// Makes everything written so far durable (fsync, flush); called before shutdown.
     fn flush(&self) -> BoxFuture<'_, Result<(), WriteError>>;
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use futures::future::{BoxFuture, FutureExt};
 
-use super::{Sink, WriteError, line};
+use super::{Sink, WriteError, Written, line};
 use crate::sample::Sample;
 
 /// The standard output of this process. Lines of one batch are written in one call, so batches
@@ -13,7 +13,7 @@ use crate::sample::Sample;
 pub struct StdoutSink;
 
 impl Sink for StdoutSink {
-    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<(), WriteError>> {
+    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>> {
         let text = line::render_batch(batch);
         async move {
             tokio::task::spawn_blocking(move || {
@@ -23,7 +23,8 @@ impl Sink for StdoutSink {
             })
             .await
             .map_err(|e| WriteError::Retryable { category: "io", message: e.to_string() })?
-            .map_err(|e| WriteError::Retryable { category: "io", message: format!("stdout: {e}") })
+            .map_err(|e| WriteError::Retryable { category: "io", message: format!("stdout: {e}") })?;
+            Ok(Written::default())
         }
         .boxed()
     }

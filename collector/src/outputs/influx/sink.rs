@@ -1,6 +1,5 @@
 //! The Influx sink: one POST of line protocol per batch.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
@@ -11,7 +10,7 @@ use super::error::{InfluxError, status_message};
 use super::line::encode_batch;
 use crate::outputs::remote_write::read_error_body;
 use crate::outputs::remote_write::sink::USER_AGENT_VALUE;
-use crate::outputs::{Sink, WriteError};
+use crate::outputs::{Sink, WriteError, Written};
 use crate::sample::Sample;
 
 /// Writes batches to one InfluxDB 1.x or 2.x server (or anything speaking its write API).
@@ -30,7 +29,6 @@ pub struct InfluxSink {
     credentials: Option<InfluxCredentials>,
     precision: super::line::Precision,
     timeout: Duration,
-    dropped: AtomicU64,
 }
 
 impl InfluxSink {
@@ -83,7 +81,6 @@ impl InfluxSink {
             credentials,
             precision: config.precision,
             timeout: config.timeout,
-            dropped: AtomicU64::new(0),
         })
     }
 
@@ -92,17 +89,13 @@ impl InfluxSink {
         &self.display_url
     }
 
-    /// Samples left out so far because line protocol cannot carry them (NaN, stale markers,
-    /// infinities, newlines in names; see [`super::line`]).
-    pub fn dropped_samples(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    async fn send(&self, batch: &[Sample]) -> Result<(), InfluxError> {
+    /// Sends a batch; `Ok` carries how many samples line protocol could not carry (NaN, stale
+    /// markers, infinities, newlines in names; see [`super::line`]) and were left out.
+    async fn send(&self, batch: &[Sample]) -> Result<u64, InfluxError> {
         let encoded = encode_batch(batch, self.precision);
-        self.dropped.fetch_add(encoded.dropped.total() as u64, Ordering::Relaxed);
+        let left_out = encoded.dropped.total() as u64;
         if encoded.points == 0 {
-            return Ok(());
+            return Ok(left_out);
         }
         let mut request =
             self.client.post(self.url.clone()).headers(self.headers.clone()).timeout(self.timeout).body(encoded.body);
@@ -113,7 +106,7 @@ impl InfluxSink {
             request.send().await.map_err(|source| InfluxError::Network { url: self.display_url.clone(), source })?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(left_out);
         }
         let body = read_error_body(response).await;
         Err(InfluxError::Status {
@@ -132,8 +125,12 @@ fn append_path(url: &mut reqwest::Url, segments: &[&str]) {
 }
 
 impl Sink for InfluxSink {
-    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<(), WriteError>> {
-        async move { self.send(batch).await.map_err(WriteError::from) }.boxed()
+    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>> {
+        async move {
+            let unrepresentable = self.send(batch).await.map_err(WriteError::from)?;
+            Ok(Written { unrepresentable })
+        }
+        .boxed()
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), WriteError>> {

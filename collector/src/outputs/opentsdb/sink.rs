@@ -1,6 +1,5 @@
 //! The OpenTSDB sink: one POST to `/api/put?details` per batch.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
@@ -11,7 +10,7 @@ use super::encoder::encode_batch;
 use super::error::{OpenTsdbError, PutDetails};
 use crate::outputs::remote_write::sink::USER_AGENT_VALUE;
 use crate::outputs::remote_write::{MAX_ERROR_BODY, truncate_utf8};
-use crate::outputs::{Sink, WriteError};
+use crate::outputs::{Sink, WriteError, Written};
 use crate::sample::Sample;
 
 /// Writes batches to one OpenTSDB server.
@@ -28,7 +27,6 @@ pub struct OpenTsdbSink {
     headers: HeaderMap,
     fallback_tag: (String, String),
     timeout: Duration,
-    dropped: AtomicU64,
 }
 
 impl OpenTsdbSink {
@@ -58,7 +56,6 @@ impl OpenTsdbSink {
             headers,
             fallback_tag: config.fallback_tag,
             timeout: config.timeout,
-            dropped: AtomicU64::new(0),
         })
     }
 
@@ -67,16 +64,13 @@ impl OpenTsdbSink {
         &self.display_url
     }
 
-    /// Samples left out so far because JSON cannot carry them (NaN, stale markers, infinities).
-    pub fn dropped_samples(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    async fn send(&self, batch: &[Sample]) -> Result<(), OpenTsdbError> {
+    /// Sends a batch; `Ok` carries how many samples JSON could not carry (NaN, stale markers,
+    /// infinities) and were left out.
+    async fn send(&self, batch: &[Sample]) -> Result<u64, OpenTsdbError> {
         let encoded = encode_batch(batch, (&self.fallback_tag.0, &self.fallback_tag.1));
-        self.dropped.fetch_add(encoded.dropped_non_finite as u64, Ordering::Relaxed);
+        let left_out = encoded.dropped_non_finite as u64;
         if encoded.points == 0 {
-            return Ok(());
+            return Ok(left_out);
         }
         let response = self
             .client
@@ -99,7 +93,7 @@ impl OpenTsdbSink {
                     status,
                     message: details.message(),
                 }),
-                _ => Ok(()),
+                _ => Ok(left_out),
             };
         }
         let message = match details {
@@ -111,8 +105,12 @@ impl OpenTsdbSink {
 }
 
 impl Sink for OpenTsdbSink {
-    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<(), WriteError>> {
-        async move { self.send(batch).await.map_err(WriteError::from) }.boxed()
+    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>> {
+        async move {
+            let unrepresentable = self.send(batch).await.map_err(WriteError::from)?;
+            Ok(Written { unrepresentable })
+        }
+        .boxed()
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), WriteError>> {

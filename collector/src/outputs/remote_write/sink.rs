@@ -9,7 +9,7 @@ use super::RemoteWriteError;
 use super::config::{BasicAuth, RemoteWriteConfig};
 use super::encoder::encode_batch;
 use super::error::read_error_body;
-use crate::outputs::{Sink, WriteError};
+use crate::outputs::{Sink, WriteError, Written};
 use crate::sample::Sample;
 
 /// The protocol version header value of remote write 1.0.
@@ -111,8 +111,8 @@ impl RemoteWriteSink {
 }
 
 impl Sink for RemoteWriteSink {
-    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<(), WriteError>> {
-        async move { self.send(batch).await.map_err(WriteError::from) }.boxed()
+    fn write<'a>(&'a self, batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>> {
+        async move { self.send(batch).await.map(|()| Written::default()).map_err(WriteError::from) }.boxed()
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), WriteError>> {
