@@ -15,8 +15,8 @@ use crate::sample::Sample;
 
 /// Writes batches to one InfluxDB 1.x or 2.x server (or anything speaking its write API).
 ///
-/// Each [`Sink::write`] encodes the batch (dropping, and counting in
-/// [`InfluxSink::dropped_samples`], what line protocol cannot carry) and sends it in one POST;
+/// Each [`Sink::write`] encodes the batch (leaving out, and reporting
+/// in [`crate::outputs::Written`], what line protocol cannot carry) and sends it in one POST;
 /// `Ok` only on a 2xx answer (1.x and 2.x answer 204). No answer, 5xx and 429 are retryable;
 /// any other status is permanent, including 1.x's 400 for a partial write, where the server
 /// stored the other points and the message names the refused ones.
