@@ -251,9 +251,7 @@ async fn admin_client(kubeconfig: &Path) -> Result<Client> {
 }
 
 async fn wait_http_ok(what: &str, url: &str, process: &mut ManagedProcess) -> Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let http = crate::http_client(Duration::from_secs(5))?;
     wait_for(what, START_TIMEOUT, || {
         let running = process.ensure_running();
         let request = http.get(url).send();

@@ -53,3 +53,10 @@ pub fn install_crypto_provider() {
     // An Err only means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// An HTTP client for the harness and the tests, with the crypto provider installed first
+/// (reqwest needs one before it builds any client) and a timeout per request.
+pub fn http_client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+    install_crypto_provider();
+    Ok(reqwest::Client::builder().timeout(timeout).build()?)
+}

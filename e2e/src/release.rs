@@ -396,13 +396,9 @@ pub struct MetricsEndpoint {
 impl MetricsEndpoint {
     /// The endpoint served at `address` (plain HTTP).
     pub fn new(address: SocketAddr) -> Self {
-        crate::install_crypto_provider();
         Self {
             base_url: format!("http://{address}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            http: crate::http_client(Duration::from_secs(5)).unwrap_or_default(),
         }
     }
 

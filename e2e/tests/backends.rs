@@ -61,7 +61,8 @@ fn remote_write_body(labels: &[(&str, &str)], value: f64, timestamp_ms: i64) -> 
 }
 
 async fn remote_write(url: &str, body: Vec<u8>) {
-    let response = reqwest::Client::new()
+    let response = metricshard_e2e::http_client(TIMEOUT)
+        .unwrap()
         .post(url)
         .header("Content-Encoding", "snappy")
         .header("Content-Type", "application/x-protobuf")
@@ -154,7 +155,8 @@ async fn influxdb_accepts_line_protocol_and_answers_influxql() {
     let influx = InfluxDb::start().await.unwrap();
     influx.create_database("e2e").await.unwrap();
     let ts_ns = now_ms() * 1_000_000;
-    let response = reqwest::Client::new()
+    let response = metricshard_e2e::http_client(TIMEOUT)
+        .unwrap()
         .post(influx.write_url("e2e"))
         .body(format!("e2e_line,case=influx value=3.25 {ts_ns}\n"))
         .send()

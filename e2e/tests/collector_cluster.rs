@@ -200,11 +200,10 @@ impl Collector {
         )
         .await
         .unwrap();
-        metricshard_e2e::install_crypto_provider();
         let collector = Self {
             stand_in: Mutex::new(stand_in),
             base_url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: metricshard_e2e::http_client(TIMEOUT).unwrap(),
         };
         collector.wait_ready().await;
         collector

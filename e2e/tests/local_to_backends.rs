@@ -54,7 +54,6 @@ fn output(name: &str, protocol: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_writes_to_every_backend_and_reads_back_exactly() {
-    metricshard_e2e::install_crypto_provider();
     let (prometheus, victoria, influx) = tokio::join!(
         Prometheus::start(),
         VictoriaMetrics::start(),

@@ -153,9 +153,7 @@ pub(crate) async fn wait_http_status(
 
 /// An HTTP client for talking to a backend.
 pub(crate) fn http_client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?)
+    crate::http_client(Duration::from_secs(30))
 }
 
 /// Sends `request` and returns the body, failing with the body on a non-2xx status.
