@@ -253,6 +253,7 @@ pub async fn run(
             tracing::info!(
                 started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped,
                 outputs_started = ?report.outputs_started, outputs_stopped = ?report.outputs_stopped,
+                outputs_refused = ?report.outputs_refused,
                 "applied manifests"
             );
         }

@@ -86,12 +86,15 @@ pub struct ApplyReport {
     pub outputs_started: Vec<OutputId>,
     /// Output pipelines stopped.
     pub outputs_stopped: Vec<OutputId>,
+    /// Outputs that could not be built, with the reason; retried only once their spec changes.
+    pub outputs_refused: Vec<(OutputId, String)>,
 }
 
+/// An output of one generation: its pipeline, or `None` when it could not be built (so that an
+/// unchanged broken spec is not rebuilt and re-reported on every apply).
 struct RunningOutput {
     generation: i64,
-    cancel: CancellationToken,
-    handle: JoinHandle<()>,
+    pipeline: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 /// The running tasks and output pipelines of one collector.
@@ -135,8 +138,14 @@ impl Runtime {
         for (id, output) in &desired.outputs {
             let current = self.outputs.get(id).map(|running| running.generation);
             if current != Some(output.generation) {
-                self.start_output(id.clone(), output).await;
-                report.outputs_started.push(id.clone());
+                match self.start_output(id.clone(), output).await {
+                    Ok(()) => report.outputs_started.push(id.clone()),
+                    Err(reason) => {
+                        // Inputs using it count their samples as undeliverable (output_not_found).
+                        tracing::error!(output = %id, "cannot start output: {reason}");
+                        report.outputs_refused.push((id.clone(), reason));
+                    }
+                }
             }
         }
         self.apply_inputs(desired, &mut report).await;
@@ -206,23 +215,17 @@ impl Runtime {
         })
     }
 
-    async fn start_output(&mut self, id: OutputId, output: &DesiredOutput) {
+    async fn start_output(&mut self, id: OutputId, output: &DesiredOutput) -> Result<(), String> {
         // Stop the old generation first: it flushes what it holds with its own settings.
         self.stop_output(&id).await;
-        let sink: Box<dyn Sink> = match outputs::build_sink(&output.settings.protocol, self.http.clone()) {
-            Ok(sink) => sink,
-            Err(reason) => {
-                // Inputs using it count their samples as undeliverable (output_not_found).
-                tracing::error!(output = %id, "cannot start output: {reason}");
-                return;
-            }
-        };
         // A Redis buffer connects lazily and retries on its own: only a bad URL fails here.
-        let buffer = match buffer::spec::build(&output.settings.buffer, &id) {
-            Ok(buffer) => buffer,
+        let built = outputs::build_sink(&output.settings.protocol, self.http.clone())
+            .and_then(|sink| Ok((sink, buffer::spec::build(&output.settings.buffer, &id).map_err(|e| e.to_string())?)));
+        let (sink, buffer): (Box<dyn Sink>, _) = match built {
+            Ok(built) => built,
             Err(reason) => {
-                tracing::error!(output = %id, "cannot start output: {reason}");
-                return;
+                self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: None });
+                return Err(reason);
             }
         };
         let (sender, receiver) = mpsc::channel(OUTPUT_CHANNEL_DEPTH);
@@ -237,14 +240,15 @@ impl Runtime {
             self.telemetry.clone(),
         ));
         self.registry.insert(id.clone(), OutputEntry { sender, namespace_selector: output.namespace_selector.clone() });
-        self.outputs.insert(id, RunningOutput { generation: output.generation, cancel, handle });
+        self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: Some((cancel, handle)) });
+        Ok(())
     }
 
     async fn stop_output(&mut self, id: &OutputId) {
         self.registry.remove(id);
-        if let Some(running) = self.outputs.remove(id) {
-            running.cancel.cancel();
-            if let Err(error) = running.handle.await {
+        if let Some((cancel, handle)) = self.outputs.remove(id).and_then(|running| running.pipeline) {
+            cancel.cancel();
+            if let Err(error) = handle.await {
                 tracing::error!(output = %id, "output pipeline ended abnormally: {error}");
             }
         }
@@ -263,12 +267,58 @@ impl Runtime {
             self.registry.remove(id);
             let running = self.outputs.remove(id);
             async move {
-                if let Some(running) = running {
-                    running.cancel.cancel();
-                    let _ = running.handle.await;
+                if let Some((cancel, handle)) = running.and_then(|running| running.pipeline) {
+                    cancel.cancel();
+                    let _ = handle.await;
                 }
             }
         }))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metricshard_crds::{BatchSpec, BufferSpec, OutputKind, OutputProtocol, RemoteWriteOutput};
+
+    fn output(url: &str, generation: i64) -> DesiredOutput {
+        DesiredOutput {
+            generation,
+            settings: OwnedOutputSettings {
+                protocol: OutputProtocol {
+                    stdout: None,
+                    file: None,
+                    remote_write: Some(RemoteWriteOutput { url: url.to_owned(), timeout: None }),
+                    influx: None,
+                    open_tsdb: None,
+                },
+                batch: BatchSpec::default(),
+                buffer: BufferSpec::default(),
+            },
+            namespace_selector: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_output_is_reported_once_per_generation_and_replaced_when_fixed() {
+        let mut runtime = Runtime::new(Telemetry::new(), crate::build_http_client().unwrap());
+        let id = OutputId { kind: OutputKind::MetricOutput, namespace: Some("ns".into()), name: "out".into() };
+        let mut desired = DesiredState::default();
+        desired.outputs.insert(id.clone(), output("not a url", 1));
+
+        let first = runtime.apply(&desired).await;
+        assert_eq!(first.outputs_refused.len(), 1, "{first:?}");
+        assert!(first.outputs_started.is_empty());
+        // The same broken generation is neither rebuilt nor reported again.
+        assert_eq!(runtime.apply(&desired).await, ApplyReport::default());
+
+        desired.outputs.insert(id.clone(), output("http://127.0.0.1:9/api/v1/write", 2));
+        let fixed = runtime.apply(&desired).await;
+        assert_eq!(fixed.outputs_started, vec![id.clone()]);
+        assert!(fixed.outputs_refused.is_empty());
+        desired.outputs.clear();
+        assert_eq!(runtime.apply(&desired).await.outputs_stopped, vec![id]);
+        runtime.shutdown().await;
     }
 }
