@@ -119,6 +119,14 @@ async fn file_sd_targets_follow_the_files() {
     // Removed: a stops, b and y go on.
     write_atomically(&one, &groups(address, &["b"]));
     stops_being_scraped(&requests, "a").await;
+    // Its series end with a Prometheus stale marker instead of lingering in queries.
+    within("a's series get stale markers", Duration::from_secs(2), || async {
+        let text = std::fs::read_to_string(&output_file).unwrap_or_default();
+        ["demo_requests_total", "up"]
+            .iter()
+            .all(|name| text.lines().any(|l| l.starts_with(&format!("{name}{{")) && l.contains("name=\"a\"") && l.contains("} NaN ")))
+    })
+    .await;
     let (b, y) = (requests.count("b"), requests.count("y"));
     within("b and y keep going", Duration::from_secs(2), || async { requests.count("b") > b && requests.count("y") > y }).await;
 

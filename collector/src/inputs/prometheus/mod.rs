@@ -3,3 +3,4 @@
 pub mod discovery;
 pub mod parser;
 pub mod scrape;
+pub mod staleness;

@@ -56,6 +56,8 @@ pub struct PrometheusGatherer {
     request_timeout: Duration,
     // Aborts the discovery task when the gatherer (the input's task) goes away.
     _discovery: Option<DiscoveryTask>,
+    // Only the task's own loop gathers, one tick at a time: the lock is never contended.
+    staleness: std::sync::Mutex<super::staleness::StalenessTracker>,
 }
 
 /// Converts the API's relabeling steps into validated ones.
@@ -135,7 +137,7 @@ impl PrometheusGatherer {
         let discovery = discovery::start(config, client.clone(), targets.clone()).map_err(ScrapeConfigError::Discovery)?;
         // Leave the engine's own timeout room to record a per-target failure first.
         let request_timeout = timeout.saturating_sub(timeout / 20).max(Duration::from_millis(1));
-        Ok(Self { client, targets, metric_relabel, request_timeout, _discovery: discovery })
+        Ok(Self { client, targets, metric_relabel, request_timeout, _discovery: discovery, staleness: Default::default() })
     }
 
     /// The targets scraped at the next tick.
@@ -236,10 +238,16 @@ impl Gatherer for PrometheusGatherer {
             let results = futures::future::join_all(current.targets.iter().map(|target| self.scrape(target, tick))).await;
             let mut gathered = Gathered::default();
             gathered.problems.extend(current.problems.iter().map(|problem| ("discovery", problem.clone())));
+            let produced = current.targets.iter().zip(&results).map(|(target, (samples, _))| (target.url.as_str(), samples.as_slice()));
+            let stale = match self.staleness.lock() {
+                Ok(mut tracker) => tracker.observe(produced, tick.at_unix_millis()),
+                Err(_) => Vec::new(),
+            };
             for (samples, problem) in results {
                 gathered.samples.extend(samples);
                 gathered.problems.extend(problem.map(|(category, message)| (target_category(category), message)));
             }
+            gathered.samples.extend(stale);
             Ok(gathered)
         }
         .boxed()
