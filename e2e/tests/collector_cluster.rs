@@ -13,10 +13,9 @@
 // Test code through and through, helpers included: a panic is how a check fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -31,80 +30,10 @@ use metricshard_e2e::{
     workspace_root,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// What the collector's cluster module renews its Lease with (`LEASE_DURATION`).
 const LEASE_DURATION_SECONDS: i32 = 15;
-
-// ----- the scrape target --------------------------------------------------------------------
-
-/// Scrape requests seen per target name (`/metrics/<name>`), with the instant each arrived.
-#[derive(Clone, Default)]
-struct Requests(Arc<Mutex<HashMap<String, Vec<Instant>>>>);
-
-impl Requests {
-    fn count(&self, target: &str) -> usize {
-        self.0.lock().unwrap().get(target).map_or(0, Vec::len)
-    }
-
-    fn last(&self, target: &str) -> Option<Instant> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(target)
-            .and_then(|times| times.last().copied())
-    }
-}
-
-/// An HTTP/1.1 server on 127.0.0.1 exposing `/metrics/<name>` in the Prometheus text format
-/// (one request per connection; enough for a scraper, and no HTTP server dependency).
-async fn start_targets() -> (SocketAddr, Requests) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let requests = Requests::default();
-    let seen = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let _ = answer(stream, seen).await;
-            });
-        }
-    });
-    (address, requests)
-}
-
-async fn answer(mut stream: TcpStream, requests: Requests) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buffer = [0_u8; 1024];
-    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buffer[..read]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split_whitespace().nth(1).unwrap_or("/");
-    let name = path.strip_prefix("/metrics/").unwrap_or(path).to_owned();
-    let count = {
-        let mut all = requests.0.lock().unwrap();
-        let times = all.entry(name.clone()).or_default();
-        times.push(Instant::now());
-        times.len()
-    };
-    let body = format!(
-        "# TYPE demo_requests_total counter\ndemo_requests_total{{target=\"{name}\"}} {count}\n"
-    );
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
 
 // ----- the chart ----------------------------------------------------------------------------
 
@@ -358,7 +287,8 @@ async fn a_collector_runs_its_shard_and_restarts_only_what_changed() {
     let admin = cluster.client().await.unwrap();
     let chart = Installation::new(cluster, &admin, "shard").await;
     let team = TestNamespace::new(&admin, "shard-team").await.unwrap();
-    let (target, requests) = start_targets().await;
+    let requests = release::ScrapeTarget::start().await.unwrap();
+    let target = requests.address();
     let work = tempfile::tempdir().unwrap();
     let samples = work.path().join("samples.prom");
     create_file_output(&admin, team.name(), "file", &samples).await;
@@ -382,8 +312,11 @@ async fn a_collector_runs_its_shard_and_restarts_only_what_changed() {
     wait_for("alpha and beta to be scraped", TIMEOUT, || async {
         collector.assert_running();
         Outcome::ready_if(
-            requests.count("alpha") >= 2 && requests.count("beta") >= 2,
-            (requests.count("alpha"), requests.count("beta")),
+            requests.count("/metrics/alpha") >= 2 && requests.count("/metrics/beta") >= 2,
+            (
+                requests.count("/metrics/alpha"),
+                requests.count("/metrics/beta"),
+            ),
         )
     })
     .await
@@ -401,13 +334,16 @@ async fn a_collector_runs_its_shard_and_restarts_only_what_changed() {
             || async {
                 lines_of(&samples, input)
                     .into_iter()
-                    .find(|line| line.starts_with("demo_requests_total{"))
+                    .find(|line| line.starts_with("e2e_target_requests_total{"))
             },
         )
         .await
         .unwrap();
         assert!(line.contains(&format!("instance=\"{target}\"")), "{line}");
-        assert!(line.contains(&format!("target=\"{name}\"")), "{line}");
+        assert!(
+            line.contains(&format!("path=\"/metrics/{name}\"")),
+            "{line}"
+        );
     }
     assert_eq!(collector.task_starts(&alpha).await, Some(1.0));
     assert_eq!(collector.task_starts(&beta).await, Some(1.0));
@@ -456,7 +392,11 @@ async fn a_collector_runs_its_shard_and_restarts_only_what_changed() {
     );
 
     // gamma belongs to pod 1: this collector never ran it.
-    assert_eq!(requests.count("gamma"), 0, "pod 0 scraped pod 1's input");
+    assert_eq!(
+        requests.count("/metrics/gamma"),
+        0,
+        "pod 0 scraped pod 1's input"
+    );
     assert_eq!(
         collector
             .task_starts(&format!("{}/gamma", team.name()))
@@ -483,18 +423,21 @@ async fn a_collector_runs_its_shard_and_restarts_only_what_changed() {
         relabelled_at.elapsed()
     );
     // Two more of alpha's scrapes (each interval is shorter than beta's) prove time passed.
-    let (alpha_seen, beta_seen) = (requests.count("alpha"), requests.count("beta"));
+    let (alpha_seen, beta_seen) = (
+        requests.count("/metrics/alpha"),
+        requests.count("/metrics/beta"),
+    );
     wait_for("two more scrapes of alpha", TIMEOUT, || async {
-        requests.count("alpha") >= alpha_seen + 2
+        requests.count("/metrics/alpha") >= alpha_seen + 2
     })
     .await
     .unwrap();
     assert_eq!(
-        requests.count("beta"),
+        requests.count("/metrics/beta"),
         beta_seen,
         "beta still scraped after its task stopped"
     );
-    let last = requests.last("beta").unwrap();
+    let last = requests.last("/metrics/beta").unwrap();
     assert!(
         last < relabelled_at + Duration::from_secs(1),
         "beta was scraped {:?} after the relabel",
@@ -517,7 +460,8 @@ async fn tenancy_holds_for_cluster_outputs_and_other_namespaces_outputs() {
     let chart = Installation::new(cluster, &admin, "tenancy").await;
     let a = TestNamespace::new(&admin, "tenant-a").await.unwrap();
     let b = TestNamespace::new(&admin, "tenant-b").await.unwrap();
-    let (target, requests) = start_targets().await;
+    let requests = release::ScrapeTarget::start().await.unwrap();
+    let target = requests.address();
     let work = tempfile::tempdir().unwrap();
     let file = |name: &str| -> PathBuf { work.path().join(format!("{name}.prom")) };
 
@@ -591,7 +535,10 @@ async fn tenancy_holds_for_cluster_outputs_and_other_namespaces_outputs() {
             Outcome::ready_if(
                 !lines_of(&file("admits-a"), &shared).is_empty()
                     && !lines_of(&file("sink-b"), &own).is_empty(),
-                (requests.count("shared"), requests.count("own")),
+                (
+                    requests.count("/metrics/shared"),
+                    requests.count("/metrics/own"),
+                ),
             )
         },
     )
@@ -620,7 +567,7 @@ async fn tenancy_holds_for_cluster_outputs_and_other_namespaces_outputs() {
     .await
     .unwrap();
     // Both are being scraped, so the absences below are not for lack of samples.
-    assert!(requests.count("foreign") > 0 && requests.count("shared") > 0);
+    assert!(requests.count("/metrics/foreign") > 0 && requests.count("/metrics/shared") > 0);
     // ...and is never delivered.
     let admits_b = std::fs::read_to_string(file("admits-b")).unwrap_or_default();
     assert!(
