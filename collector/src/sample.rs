@@ -26,6 +26,15 @@ impl Labels {
         labels
     }
 
+    /// Builds a label set from labels already sorted by name with unique names, allocating it
+    /// once at its final size. The order is checked in debug builds only: callers sort.
+    pub fn from_sorted_unique(labels: impl ExactSizeIterator<Item = Label>) -> Self {
+        let mut sorted = Vec::with_capacity(labels.len());
+        sorted.extend(labels);
+        debug_assert!(sorted.windows(2).all(|pair| pair[0].name < pair[1].name), "labels must be sorted and unique");
+        Self(sorted)
+    }
+
     /// Sets a label, replacing any label of the same name.
     pub fn set(&mut self, name: String, value: String) {
         match self.0.binary_search_by(|label| label.name.as_str().cmp(&name)) {

@@ -22,7 +22,7 @@
 
 use std::borrow::Cow;
 
-use crate::sample::Labels;
+use crate::sample::{Label, Labels};
 
 /// The exposition format of a scraped body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,6 +372,17 @@ struct Parser<'a> {
     line: usize,
     family: FamilyKind,
     samples: Vec<ParsedSample>,
+    /// The current sample's labels as read, reused from sample to sample so that a sample's
+    /// label set is allocated once, at its final size, instead of grown pair by pair.
+    scratch: Vec<ScratchLabel<'a>>,
+}
+
+/// A label of the sample being parsed, borrowing from the body where it can.
+struct ScratchLabel<'a> {
+    name: &'a str,
+    value: Cow<'a, str>,
+    /// Line the value started on, for the duplicate-label error.
+    line: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -385,6 +396,7 @@ impl<'a> Parser<'a> {
             // A sample line is rarely shorter than ~30 bytes; the estimate stays proportional
             // to the body, so a hostile body cannot make this allocate more than it weighs.
             samples: Vec::with_capacity(src.len() / 64),
+            scratch: Vec::new(),
         }
     }
 
@@ -623,14 +635,16 @@ impl<'a> Parser<'a> {
         let Some(name) = self.read_metric_name() else {
             return Err(ParseError::InvalidMetricName { line: self.line, found: self.found() });
         };
-        let mut labels = Labels::default();
         if dialect == Dialect::Text {
             self.skip_blanks();
         }
-        if self.peek() == Some(b'{') {
+        let labels = if self.peek() == Some(b'{') {
             self.pos += 1;
-            self.label_set(dialect, Some(&mut labels))?;
-        }
+            self.label_set(dialect, true)?;
+            self.take_scratch_labels()?
+        } else {
+            Labels::default()
+        };
         match dialect {
             Dialect::Text => self.skip_blanks(),
             Dialect::OpenMetrics => {
@@ -714,7 +728,7 @@ impl<'a> Parser<'a> {
     /// ` # {labels} value [timestamp]`: validated like Prometheus does, then dropped.
     fn exemplar(&mut self) -> Result<(), ParseError> {
         self.pos += 4;
-        self.label_set(Dialect::OpenMetrics, None)?;
+        self.label_set(Dialect::OpenMetrics, false)?;
         let token = if self.peek() == Some(b' ') {
             self.pos += 1;
             self.token(Dialect::OpenMetrics)
@@ -734,9 +748,10 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// A label set after its `{`, up to and including its `}`. With `out` absent (exemplars)
-    /// the labels are only validated.
-    fn label_set(&mut self, dialect: Dialect, mut out: Option<&mut Labels>) -> Result<(), ParseError> {
+    /// A label set after its `{`, up to and including its `}`. With `keep` the labels are
+    /// collected in `scratch`; without (exemplars) they are only validated.
+    fn label_set(&mut self, dialect: Dialect, keep: bool) -> Result<(), ParseError> {
+        self.scratch.clear();
         let lenient = dialect == Dialect::Text;
         loop {
             if lenient {
@@ -768,15 +783,17 @@ impl<'a> Parser<'a> {
             }
             let line = self.line;
             let value = self.label_value(name, lenient)?;
-            if let Some(labels) = out.as_deref_mut() {
-                if name == "__name__" || labels.get(name).is_some() {
+            if keep {
+                if name == "__name__" {
                     return Err(ParseError::DuplicateLabel { line, name: name.to_owned() });
                 }
                 let value = match (self.family, name) {
-                    (FamilyKind::Histogram, "le") | (FamilyKind::Summary, "quantile") => normalize_float_label(value),
-                    _ => value.into_owned(),
+                    (FamilyKind::Histogram, "le") | (FamilyKind::Summary, "quantile") => {
+                        Cow::Owned(normalize_float_label(value))
+                    }
+                    _ => value,
                 };
-                labels.set(name.to_owned(), value);
+                self.scratch.push(ScratchLabel { name, value, line });
             }
             if lenient {
                 // Prometheus accepts a trailing comma and, quirkily, no comma at all between
@@ -799,6 +816,22 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+    }
+
+    /// Turns the labels collected in `scratch` into a sorted label set. Targets almost always
+    /// expose labels already sorted, which the check makes a single pass; a repeated name is
+    /// an error, as in Prometheus.
+    fn take_scratch_labels(&mut self) -> Result<Labels, ParseError> {
+        if !self.scratch.is_sorted_by(|a, b| a.name <= b.name) {
+            // Stable, so the first of two equal names is reported where Prometheus reports it.
+            self.scratch.sort_by(|a, b| a.name.cmp(b.name));
+        }
+        if let Some(pair) = self.scratch.windows(2).find(|pair| pair[0].name == pair[1].name) {
+            return Err(ParseError::DuplicateLabel { line: pair[1].line, name: pair[1].name.to_owned() });
+        }
+        Ok(Labels::from_sorted_unique(
+            self.scratch.drain(..).map(|label| Label { name: label.name.to_owned(), value: label.value.into_owned() }),
+        ))
     }
 
     /// A quoted label value at the cursor, unescaped. Borrows from the body unless it holds an
