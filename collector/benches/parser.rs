@@ -2,7 +2,9 @@
 //! in families of 10 with `# HELP`/`# TYPE`, parsed as text 0.0.4 and as OpenMetrics 1.0.
 //! Criterion reports samples/s as "elem/s".
 //!
-//! Run: `cargo bench -p metricshard-collector --bench parser`
+//! Run: `cargo bench -p metricshard-collector --bench parser`. With `PARSER_BENCH_BODY_DIR` set, the
+//! bodies are also written there (`text.prom`, `openmetrics.txt`) so that
+//! `bench/parser-vs-prometheus/run.sh` can give Prometheus' parser the very same input.
 
 // criterion's macros generate public functions that cannot carry doc comments.
 #![allow(missing_docs)]
@@ -58,6 +60,12 @@ fn bench_parse(c: &mut Criterion) {
         [("text_0_0_4", ExpositionFormat::PrometheusText), ("openmetrics_1_0", ExpositionFormat::OpenMetrics)]
     {
         let body = generate_body(format);
+        if let Some(dir) = std::env::var_os("PARSER_BENCH_BODY_DIR") {
+            let file = if format == ExpositionFormat::OpenMetrics { "openmetrics.txt" } else { "text.prom" };
+            if let Err(err) = std::fs::write(std::path::Path::new(&dir).join(file), &body) {
+                panic!("cannot write the bench body to {}: {err}", dir.to_string_lossy());
+            }
+        }
         // Fail loudly rather than measure the speed of an error path.
         match parse(&body, format) {
             Ok(samples) => assert_eq!(samples.len(), SAMPLES, "generated body parses fully"),
