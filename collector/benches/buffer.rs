@@ -28,6 +28,10 @@ use metricshard_collector::buffer::redis::{RedisBuffer, RedisBufferConfig};
 use metricshard_collector::buffer::Buffer;
 use metricshard_collector::sample::{Labels, Sample};
 
+/// The allocator of the collector binary (see its main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SCRAPE: usize = 1_000;
 
 /// One scrape of a node-exporter-like target: families of 10 series, 3-4 labels each.

@@ -19,6 +19,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metricshard_collector::outputs::{influx, line, opentsdb, remote_write};
 use metricshard_collector::sample::{Labels, Sample};
 
+/// The allocator of the collector binary (see its main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SAMPLES: usize = 10_000;
 
 /// Samples shaped like a scrape of a busy exporter: realistic label values, distinct series.

@@ -15,6 +15,10 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metricshard_collector::inputs::prometheus::parser::{ExpositionFormat, parse};
 
+/// The allocator of the collector binary (see its main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SAMPLES: usize = 10_000;
 const FAMILY_SIZE: usize = 10;
 

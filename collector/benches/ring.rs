@@ -15,6 +15,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use metricshard_collector::fanout::ring::{DEFAULT_VIRTUAL_NODES, HashRing, series_hash, series_hash_with};
 use metricshard_collector::sample::Labels;
 
+/// The allocator of the collector binary (see its main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PROBES: usize = 4096;
 
 fn probes() -> Vec<u64> {

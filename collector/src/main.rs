@@ -15,6 +15,11 @@ use metricshard_collector::runtime::Runtime;
 use metricshard_collector::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
+/// Samples are many small allocations (names, label values); mimalloc makes them about twice as
+/// cheap as the system allocator (docs/benchmarks.md, "Exposition parser").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The example run when no `--manifests` directory is given: the collector scrapes its own
 /// `/metrics` and prints the samples.
 const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/local/self-scrape.yaml");
