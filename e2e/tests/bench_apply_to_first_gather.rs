@@ -40,6 +40,8 @@ async fn apply_to_first_gather_latency() {
     let count: usize = std::env::var("METRICSHARD_BENCH_INPUTS").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
     let cluster = TestCluster::shared().await.unwrap();
     let admin = cluster.client().await.unwrap();
+    let release =
+        ChartRelease::install(cluster, &admin, "firstgather", &["collector.replicas=3", "operator.replicas=1"]).await.unwrap();
     let everywhere: Api<DynamicObject> = Api::all_with(admin.clone(), &metricshard_resource("MetricInput", "metricinputs"));
     wait_for("no MetricInputs left by earlier tests", TIMEOUT, || async {
         let left = everywhere.list(&Default::default()).await?.items.len();
@@ -47,8 +49,6 @@ async fn apply_to_first_gather_latency() {
     })
     .await
     .unwrap();
-    let release =
-        ChartRelease::install(cluster, &admin, "firstgather", &["collector.replicas=3", "operator.replicas=1"]).await.unwrap();
     let team = TestNamespace::new(&admin, "firstgather").await.unwrap();
     let target = ScrapeTarget::start().await.unwrap();
     let work = tempfile::tempdir().unwrap();

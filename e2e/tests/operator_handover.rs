@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kube::api::{DynamicObject, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, ResourceExt as _};
 use metricshard_e2e::release::{
     assigned_collector, file_output, metric_inputs, metric_outputs, metricshard_resource,
     prometheus_input, samples,
@@ -106,9 +106,11 @@ async fn counter_sum(processes: &[&ChartPodProcess], name: &str, labels: &[(&str
 }
 
 /// Waits until every input is labelled for one of `collectors`, runs there and nowhere else,
-/// and no handover is in flight (the operator reports none pending, no collector drains).
+/// `joining` (if any) holds some, and no handover is in flight (the operator reports none
+/// pending, no collector drains).
 async fn wait_settled(
     what: &str,
+    joining: Option<&str>,
     inputs: &Api<DynamicObject>,
     namespace: &str,
     operator: &ChartPodProcess,
@@ -144,6 +146,11 @@ async fn wait_settled(
                 owner => problems.push(format!("{name}: labelled {owner:?}, runs on {on:?}")),
             }
         }
+        if let Some(joining) = joining
+            && !labels.values().any(|owner| owner == joining)
+        {
+            problems.push(format!("nothing on {joining} yet"));
+        }
         let pending = operator.sample("metricshard_operator_handovers_pending", &[]).await?;
         let deferred = operator.sample("metricshard_operator_moves_deferred", &[]).await?;
         if pending != Some(0.0) || deferred != Some(0.0) {
@@ -161,7 +168,10 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
     let cycles: usize = std::env::var("METRICSHARD_E2E_HANDOVER_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(4);
     let cluster = TestCluster::shared().await.unwrap();
     let admin = cluster.client().await.unwrap();
-    // The operator assigns every MetricInput of the cluster: wait until earlier tests' are gone.
+    let release =
+        ChartRelease::install(cluster, &admin, "handover", &["collector.replicas=4", "operator.replicas=1"]).await.unwrap();
+    // The operator assigns every MetricInput of the cluster: wait until earlier tests'
+    // are gone (after the install, which puts the CRDs in place).
     let everywhere: Api<DynamicObject> = Api::all_with(admin.clone(), &metricshard_resource("MetricInput", "metricinputs"));
     wait_for("no MetricInputs left by earlier tests", TIMEOUT, || async {
         let left = everywhere.list(&Default::default()).await?.items.len();
@@ -169,8 +179,6 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
     })
     .await
     .unwrap();
-    let release =
-        ChartRelease::install(cluster, &admin, "handover", &["collector.replicas=4", "operator.replicas=1"]).await.unwrap();
     let team = TestNamespace::new(&admin, "handover-team").await.unwrap();
     let target = ScrapeTarget::start().await.unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -201,25 +209,25 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
             .unwrap();
         inputs.create(&PostParams::default(), &input).await.unwrap();
     }
-    let initial = wait_settled("40 inputs placed on 3 collectors", &inputs, team.name(), &operator, &collectors).await;
+    let initial = wait_settled("40 inputs placed on 3 collectors", None, &inputs, team.name(), &operator, &collectors).await;
 
     let window_from = unix_millis(SystemTime::now());
     let fourth_pod = release.collector_pod(3).await.unwrap();
     let mut moved_inputs = BTreeSet::new();
     let mut handovers = 0;
     for cycle in 1..=cycles {
-        let before = wait_settled(&format!("cycle {cycle}: settled on 3"), &inputs, team.name(), &operator, &collectors).await;
+        let before = wait_settled(&format!("cycle {cycle}: settled on 3"), None, &inputs, team.name(), &operator, &collectors).await;
         let fourth = ChartPodProcess::start(cluster, &admin, &fourth_pod).await.unwrap();
         let fourth_name = fourth.pod_name().to_owned();
         collectors.insert(fourth_name.clone(), fourth);
-        let joined = wait_settled(&format!("cycle {cycle}: rebalanced onto 4"), &inputs, team.name(), &operator, &collectors).await;
+        let joined = wait_settled(&format!("cycle {cycle}: rebalanced onto 4"), Some(&fourth_name), &inputs, team.name(), &operator, &collectors).await;
         let on_fourth: Vec<&String> = joined.iter().filter(|(_, owner)| **owner == fourth_name).map(|(name, _)| name).collect();
         assert!(!on_fourth.is_empty(), "cycle {cycle}: the fourth collector got no inputs");
         let leaving = collectors.remove(&fourth_name).unwrap();
         let left_at = Instant::now();
         let status = tokio::task::spawn_blocking(move || leaving.terminate(Duration::from_secs(30))).await.unwrap().unwrap();
         assert!(status.success(), "cycle {cycle}: the leaving collector exited with {status}");
-        let after = wait_settled(&format!("cycle {cycle}: handed back to 3"), &inputs, team.name(), &operator, &collectors).await;
+        let after = wait_settled(&format!("cycle {cycle}: handed back to 3"), None, &inputs, team.name(), &operator, &collectors).await;
         let moves = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
             a.iter().filter(|(name, owner)| b.get(*name) != Some(*owner)).map(|(name, _)| name.clone()).collect::<Vec<_>>()
         };
