@@ -10,8 +10,14 @@
 //! Membership: once its caches are synced, the collector holds a `coordination.k8s.io`
 //! Lease named after its pod, renewed every [`LEASE_RENEW`]; the operator counts a collector as
 //! live while its Lease is fresh. It is renewed by a task of its own, so a slow apply never lets it
-//! lapse. On SIGTERM the tasks stop first, then the Lease is deleted so the operator reassigns at
-//! once; after a crash it expires after [`LEASE_DURATION`].
+//! lapse. After a crash it expires after [`LEASE_DURATION`].
+//!
+//! Handovers (see [`crate::handover`]): an input handed to this collector by a live one starts
+//! at its fence; one handed away is read back once and gathered until its fence. On SIGTERM a
+//! sharded collector first marks its Lease draining ([`LEASE_DRAINING_ANNOTATION`]): the
+//! operator hands its inputs to the others with fences, as between live collectors, and the
+//! collector keeps gathering until its shard is empty and every fence passed (at most
+//! [`LEAVE_TIMEOUT`]). Then the tasks stop and the Lease is deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,10 +32,11 @@ use kube::runtime::watcher;
 use metricshard_crds::watch::reflect;
 use kube::{Api, Client, Resource, ResourceExt};
 use metricshard_crds::{ClusterMetricOutput, MetricInput, MetricOutput, OutputKind};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Readiness, StatusBoard, TaskKey};
+use crate::handover::HandoverTracker;
 use crate::routing::OutputId;
 use crate::runtime::{DesiredInput, DesiredOutput, DesiredState, Runtime};
 use crate::sample::Labels;
@@ -44,6 +51,12 @@ pub const LEASE_ROLE_LABEL: &str = "metricshard.io/role";
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the Lease is renewed.
 pub const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// Annotation on a collector's Lease while it is leaving: still live, but to be handed no inputs
+/// and to have its inputs handed over.
+pub const LEASE_DRAINING_ANNOTATION: &str = "metricshard.io/draining";
+/// Longest a leaving collector waits for its inputs to be handed over (within the chart's
+/// termination grace period of 30 s).
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Field manager of everything the collector writes.
 pub const FIELD_MANAGER: &str = "metricshard-collector";
 /// How often the collector looks for input statuses to write.
@@ -110,7 +123,7 @@ impl Stores {
             let namespace = input.namespace().unwrap_or_default();
             let key = TaskKey::new(&namespace, &input.name_any());
             let generation = input.meta().generation.unwrap_or_default();
-            desired.inputs.insert(key, DesiredInput { generation, input: (*input).clone() });
+            desired.inputs.insert(key, DesiredInput { generation, input: (*input).clone(), window: crate::engine::TickWindow::ALL });
         }
         for output in self.outputs.state() {
             let id = OutputId { kind: OutputKind::MetricOutput, namespace: output.namespace(), name: output.name_any() };
@@ -167,11 +180,15 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
     let selector = shard_selector(placement, &pod);
     tracing::info!(pod = %pod.name, %selector, "cluster mode: watching this collector's shard");
+    // The watches outlive the shutdown signal: a leaving collector still follows its shard
+    // while the operator hands it over.
+    let watching = CancellationToken::new();
+    let _stop_watching = watching.clone().drop_guard();
     let stores = Stores {
-        inputs: reflect(Api::all(client.clone()), watcher::Config::default().labels(&selector), changed.clone(), shutdown.clone()),
-        outputs: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), shutdown.clone()),
-        cluster_outputs: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), shutdown.clone()),
-        namespaces: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), shutdown.clone()),
+        inputs: reflect(Api::all(client.clone()), watcher::Config::default().labels(&selector), changed.clone(), watching.clone()),
+        outputs: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), watching.clone()),
+        cluster_outputs: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), watching.clone()),
+        namespaces: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), watching.clone()),
     };
     tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
@@ -182,13 +199,17 @@ pub async fn run(
     status_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let board = runtime.status_board();
     let mut written = HashMap::new();
+    let mut handovers = HandoverTracker::new(pod.name.clone(), client.clone(), runtime.telemetry().clone());
     // The Lease is renewed by its own task: an apply that waits for outputs to drain must never
     // delay a renewal past the Lease duration and cost this collector its inputs.
     let membership = CancellationToken::new();
-    let mut renewal = tokio::spawn(renew_lease_until(leases.clone(), pod.clone(), placement, membership.clone()));
+    let (leaving_tx, leaving_rx) = watch::channel(false);
+    let mut renewal = tokio::spawn(renew_lease_until(leases.clone(), pod.clone(), placement, leaving_rx, membership.clone()));
+    let mut leaving: Option<tokio::time::Instant> = None;
     let mut result = Ok(());
     loop {
-        let report = runtime.apply(&stores.desired()).await;
+        let desired = handovers.desired(stores.desired()).await;
+        let report = runtime.apply(&desired).await;
         if report != Default::default() {
             tracing::info!(
                 started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped,
@@ -198,12 +219,33 @@ pub async fn run(
             );
         }
         on_applied();
+        if let Some(deadline) = leaving {
+            let handed_over = stores.inputs.state().is_empty() && !handovers.is_draining();
+            if handed_over || tokio::time::Instant::now() >= deadline {
+                tracing::info!(handed_over, "leaving");
+                break;
+            }
+        }
+        // Wake when a drain reaches its fence even if no watch event comes.
+        let next_handover = handovers
+            .next_deadline()
+            .map_or(STATUS_REFRESH, |at| at.duration_since(std::time::SystemTime::now()).unwrap_or_default());
         tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled(), if leaving.is_none() => {
+                if placement == CollectorPlacement::Sharded {
+                    tracing::info!("signal: marking the Lease draining so the operator hands this collector's inputs over");
+                    leaving = Some(tokio::time::Instant::now() + LEAVE_TIMEOUT);
+                    let _ = leaving_tx.send(true);
+                } else {
+                    break;
+                }
+            }
+            () = async { if let Some(deadline) = leaving { tokio::time::sleep_until(deadline).await } else { std::future::pending().await } } => {}
             () = changed.notified() => {
                 // Coalesce a burst (a relist delivers every object) into one apply.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            () = tokio::time::sleep(next_handover) => {}
             _ = status_check.tick() => write_statuses(&client, &board, &stores.inputs, &mut written).await,
             ended = &mut renewal => {
                 result = match ended {
@@ -229,6 +271,7 @@ async fn renew_lease_until(
     leases: Api<Lease>,
     pod: PodIdentity,
     placement: CollectorPlacement,
+    mut leaving: watch::Receiver<bool>,
     stop: CancellationToken,
 ) -> Result<(), ClusterError> {
     let mut renew = tokio::time::interval(LEASE_RENEW);
@@ -236,12 +279,20 @@ async fn renew_lease_until(
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            _ = renew.tick() => renew_lease(&leases, &pod, placement).await?,
+            _ = renew.tick() => {
+                let draining = *leaving.borrow();
+                renew_lease(&leases, &pod, placement, draining).await?;
+            }
+            // Tell the operator at once, not at the next renewal.
+            Ok(()) = leaving.changed() => {
+                let draining = *leaving.borrow_and_update();
+                renew_lease(&leases, &pod, placement, draining).await?;
+            }
         }
     }
 }
 
-async fn renew_lease(leases: &Api<Lease>, pod: &PodIdentity, placement: CollectorPlacement) -> Result<(), ClusterError> {
+async fn renew_lease(leases: &Api<Lease>, pod: &PodIdentity, placement: CollectorPlacement, leaving: bool) -> Result<(), ClusterError> {
     let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
     let mut lease = Lease {
         metadata: kube::api::ObjectMeta {
@@ -260,8 +311,16 @@ async fn renew_lease(leases: &Api<Lease>, pod: &PodIdentity, placement: Collecto
             ..Default::default()
         }),
     };
+    // Every renewal applies the whole set: an annotation left out would be removed.
+    let mut annotations = BTreeMap::new();
     if let Some(node) = &pod.node {
-        lease.metadata.annotations = Some(BTreeMap::from([("metricshard.io/node".to_owned(), node.clone())]));
+        annotations.insert("metricshard.io/node".to_owned(), node.clone());
+    }
+    if leaving {
+        annotations.insert(LEASE_DRAINING_ANNOTATION.to_owned(), "true".to_owned());
+    }
+    if !annotations.is_empty() {
+        lease.metadata.annotations = Some(annotations);
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match leases.patch(&pod.name, &params, &Patch::Apply(&lease)).await {

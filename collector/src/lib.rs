@@ -8,6 +8,7 @@ pub mod buffer;
 pub mod cluster;
 pub mod engine;
 pub mod fanout;
+pub mod handover;
 pub mod http;
 pub mod inputs;
 pub mod local;

@@ -195,7 +195,7 @@ fn add_to_desired(desired: &mut DesiredState, object: ManifestObject) {
             let namespace = input.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
             let key = TaskKey::new(&namespace, input.metadata.name.as_deref().unwrap_or_default());
             let generation = spec_generation(&input.spec);
-            desired.inputs.insert(key, DesiredInput { generation, input: *input });
+            desired.inputs.insert(key, DesiredInput { generation, input: *input, window: crate::engine::TickWindow::ALL });
         }
         ManifestObject::Output(output) => {
             let id = OutputId {

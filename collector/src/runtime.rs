@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer;
-use crate::engine::{SupervisorError, TaskKey, TaskSpec, TaskSupervisor, UpdateOutcome};
+use crate::engine::{SupervisorError, TaskKey, TaskSpec, TaskSupervisor, TickWindow, UpdateOutcome};
 use crate::inputs;
 use crate::outputs::{self, Sink};
 use crate::pipeline::{self, PipelineSettings};
@@ -58,6 +58,9 @@ pub struct DesiredInput {
     pub generation: i64,
     /// The input object.
     pub input: MetricInput,
+    /// Which ticks this collector gathers: all of them, or one side of a handover fence
+    /// (cluster mode, see `crate::handover`). A change of window alone never restarts the task.
+    pub window: TickWindow,
 }
 
 /// Everything that should be running.
@@ -124,6 +127,11 @@ impl Runtime {
     /// The status of every running task.
     pub fn status_board(&self) -> crate::engine::StatusBoard {
         self.supervisor.status_board().clone()
+    }
+
+    /// The collector's metrics.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// The running tasks with their generations.
@@ -212,6 +220,7 @@ impl Runtime {
             timeout: spec.effective_timeout(),
             gatherer,
             destination: Arc::new(destination),
+            window: desired.window,
         })
     }
 

@@ -45,6 +45,15 @@ pub struct OutputReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of handover counters: both bounded by static values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoverLabels {
+    /// `in` (an input handed to this collector) or `out` (handed away from it).
+    pub direction: &'static str,
+    /// `fenced`, `late` or `unfenced` (see docs/cluster-mode.md).
+    pub outcome: &'static str,
+}
+
 fn gather_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -77,6 +86,12 @@ pub struct Telemetry {
     pub output_write_errors: Family<OutputReasonLabels, Counter>,
     /// `metricshard_manifest_invalid_documents`.
     pub invalid_documents: Gauge,
+    /// `metricshard_handovers_total`.
+    pub handovers: Family<HandoverLabels, Counter>,
+    /// `metricshard_handover_owner_disagreement_seconds`.
+    pub owner_disagreement: Histogram,
+    /// `metricshard_handover_draining_inputs`.
+    pub draining_inputs: Gauge,
 }
 
 impl Default for Telemetry {
@@ -106,6 +121,9 @@ impl Telemetry {
             output_dropped: Family::default(),
             output_write_errors: Family::default(),
             invalid_documents: Gauge::default(),
+            handovers: Family::default(),
+            owner_disagreement: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            draining_inputs: Gauge::default(),
         };
         registry.register(
             "input_gather_duration_seconds",
@@ -134,6 +152,21 @@ impl Telemetry {
             "manifest_invalid_documents",
             "Manifest documents currently rejected by validation (local mode)",
             telemetry.invalid_documents.clone(),
+        );
+        registry.register(
+            "handovers",
+            "Inputs handed to (in) or away from (out) this collector by the operator, by outcome",
+            telemetry.handovers.clone(),
+        );
+        registry.register(
+            "handover_owner_disagreement_seconds",
+            "From noticing an input left this collector to the fence until which it still gathers it",
+            telemetry.owner_disagreement.clone(),
+        );
+        registry.register(
+            "handover_draining_inputs",
+            "Inputs this collector still gathers until their handover fence",
+            telemetry.draining_inputs.clone(),
         );
         Self { registry: Arc::new(registry), ..telemetry }
     }

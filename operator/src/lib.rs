@@ -8,7 +8,9 @@
 
 pub mod assignment;
 pub mod controller;
+pub mod handover;
 pub mod leader;
 pub mod membership;
 pub mod plan;
 pub mod telemetry;
+pub mod written;

@@ -31,6 +31,12 @@ struct Args {
     /// ε of bounded-load hashing: no collector holds more than ⌈(1+ε)·mean⌉ inputs.
     #[arg(long, env = "METRICSHARD_LOAD_FACTOR_EPSILON", default_value_t = AssignmentConfig::default().load_factor_epsilon)]
     load_factor_epsilon: f64,
+    /// How far ahead of a move between live collectors its fence lies, in milliseconds: the old
+    /// collector gathers the ticks scheduled before it, the new one those from then on. Must
+    /// exceed watch latency plus clock skew between nodes. 0 disables fencing (moves take effect
+    /// when each collector's watch sees them: a tick may then be gathered twice or missed).
+    #[arg(long, env = "METRICSHARD_HANDOVER_MARGIN_MS", default_value_t = 2000)]
+    handover_margin_ms: u64,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICSHARD_LISTEN", default_value = "0.0.0.0:9751")]
     listen: SocketAddr,
@@ -114,6 +120,7 @@ async fn main() -> ExitCode {
         identity: args.identity,
         collector_statefulset: args.collector_statefulset,
         assignment,
+        handover_margin: std::time::Duration::from_millis(args.handover_margin_ms),
     };
     controller::run(client, settings, telemetry, shutdown.clone(), || ready.store(true, Ordering::Release)).await;
     shutdown.cancel();

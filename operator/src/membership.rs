@@ -21,6 +21,9 @@ pub struct LeaseRecord {
     pub renew_time: String,
     /// The lease duration the holder promised.
     pub duration: Duration,
+    /// The holder is leaving (annotation `metricshard.io/draining`): still live, so a move away
+    /// from it is fenced, but it gets no inputs.
+    pub draining: bool,
 }
 
 /// Tracks when each collector's Lease last changed.
@@ -66,7 +69,7 @@ mod tests {
     use super::*;
 
     fn lease(holder: &str, renew: &str) -> LeaseRecord {
-        LeaseRecord { holder: holder.into(), renew_time: renew.into(), duration: Duration::from_secs(15) }
+        LeaseRecord { holder: holder.into(), renew_time: renew.into(), duration: Duration::from_secs(15), draining: false }
     }
 
     fn names(live: &[CollectorId]) -> Vec<&str> {

@@ -2,10 +2,19 @@
 
 use std::sync::Arc;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// Labels of `metricshard_operator_handovers_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoverKindLabels {
+    /// `fenced` (between live collectors) or `unfenced` (away from a dead collector).
+    pub kind: &'static str,
+}
 
 /// Every metric of the operator.
 #[derive(Clone)]
@@ -21,6 +30,12 @@ pub struct Telemetry {
     pub live_collectors: Gauge,
     /// `metricshard_operator_assigned_inputs`.
     pub assigned_inputs: Gauge,
+    /// `metricshard_operator_handovers_total`.
+    pub handovers: Family<HandoverKindLabels, Counter>,
+    /// `metricshard_operator_handovers_pending`.
+    pub handovers_pending: Gauge,
+    /// `metricshard_operator_moves_deferred`.
+    pub moves_deferred: Gauge,
 }
 
 impl Default for Telemetry {
@@ -40,6 +55,9 @@ impl Telemetry {
             is_leader: Gauge::default(),
             live_collectors: Gauge::default(),
             assigned_inputs: Gauge::default(),
+            handovers: Family::default(),
+            handovers_pending: Gauge::default(),
+            moves_deferred: Gauge::default(),
         };
         registry.register("inputs_moved", "Inputs moved to another collector", telemetry.inputs_moved.clone());
         registry.register(
@@ -50,6 +68,13 @@ impl Telemetry {
         registry.register("is_leader", "1 while this replica leads", telemetry.is_leader.clone());
         registry.register("live_collectors", "Collectors whose Lease is fresh", telemetry.live_collectors.clone());
         registry.register("assigned_inputs", "Inputs with a live owner", telemetry.assigned_inputs.clone());
+        registry.register("handovers", "Inputs moved, by whether the move carried a fence", telemetry.handovers.clone());
+        registry.register("handovers_pending", "Inputs whose handover fence has not passed yet", telemetry.handovers_pending.clone());
+        registry.register(
+            "moves_deferred",
+            "Inputs the assignment wants elsewhere, waiting for their handover in flight",
+            telemetry.moves_deferred.clone(),
+        );
         Self { registry: Arc::new(registry), ..telemetry }
     }
 

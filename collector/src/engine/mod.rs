@@ -4,9 +4,11 @@
 mod status;
 mod supervisor;
 mod task;
+mod window;
 
 pub use status::{Readiness, StatusBoard, TaskStatus};
 pub use supervisor::{SupervisorError, TaskSupervisor, UpdateOutcome};
+pub use window::{NextTick, TickWindow, next_in_window};
 
 use std::fmt;
 use std::sync::Arc;
@@ -107,6 +109,9 @@ pub struct TaskSpec {
     pub gatherer: Arc<dyn Gatherer>,
     /// Where samples go.
     pub destination: Arc<dyn Destination>,
+    /// Which ticks this collector may gather (a handover's fence). Changing only the window of
+    /// a running task never restarts it: the supervisor hands the new window to the live loop.
+    pub window: TickWindow,
 }
 
 /// Capped exponential backoff after `failures` consecutive failures (1 → `base`).

@@ -7,10 +7,11 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{StatusBoard, TaskKey, TaskSpec, backoff, task};
+use super::{StatusBoard, TaskKey, TaskSpec, TickWindow, backoff, task};
 use crate::telemetry::{InputLabels, Telemetry};
 
 /// Why a supervisor call was refused.
@@ -31,10 +32,14 @@ pub enum UpdateOutcome {
     Unchanged,
     /// New generation: the task was stopped and started again with the new spec.
     Restarted,
+    /// Same generation, new [`TickWindow`](super::TickWindow): the running task was told, not
+    /// restarted (a handover fence moved).
+    WindowChanged,
 }
 
 struct RunningTask {
     generation: i64,
+    window: watch::Sender<TickWindow>,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -75,11 +80,14 @@ impl TaskSupervisor {
         Ok(())
     }
 
-    /// Restarts the task when `spec.generation` differs from the running one; otherwise leaves it.
+    /// Restarts the task when `spec.generation` differs from the running one; otherwise leaves it
+    /// running, handing it `spec.window` if that changed.
     pub async fn update(&mut self, key: TaskKey, spec: TaskSpec) -> Result<UpdateOutcome, SupervisorError> {
         let Some(current) = self.tasks.get(&key) else { return Err(SupervisorError::NotFound(key)) };
         if current.generation == spec.generation {
-            return Ok(UpdateOutcome::Unchanged);
+            // `send_if_modified` tells the loop only about a real change.
+            let changed = current.window.send_if_modified(|window| std::mem::replace(window, spec.window) != spec.window);
+            return Ok(if changed { UpdateOutcome::WindowChanged } else { UpdateOutcome::Unchanged });
         }
         if let Some(old) = self.tasks.remove(&key) {
             stop(old).await;
@@ -97,6 +105,11 @@ impl TaskSupervisor {
         self.telemetry.forget_input(key.as_str());
         self.status.remove(key);
         Ok(())
+    }
+
+    /// The window the task of `key` gathers in, if it runs.
+    pub fn window(&self, key: &TaskKey) -> Option<TickWindow> {
+        self.tasks.get(key).map(|task| *task.window.borrow())
     }
 
     /// Keys and generations of the running tasks, in key order.
@@ -122,8 +135,9 @@ impl TaskSupervisor {
         let generation = spec.generation;
         self.telemetry.task_starts.get_or_create(&InputLabels { input: key.to_string() }).inc();
         self.status.update(&key, |status| *status = super::TaskStatus { generation, ..Default::default() });
-        let handle = tokio::spawn(supervise(key, spec, cancel.clone(), self.telemetry.clone(), self.status.clone()));
-        RunningTask { generation, cancel, handle }
+        let (window, window_changes) = watch::channel(spec.window);
+        let handle = tokio::spawn(supervise(key, spec, window_changes, cancel.clone(), self.telemetry.clone(), self.status.clone()));
+        RunningTask { generation, window, cancel, handle }
     }
 }
 
@@ -140,10 +154,18 @@ async fn stop(task: RunningTask) {
 
 /// Runs a task loop and restarts it with backoff if it ever panics, so that a bug in one
 /// task's loop costs that task a pause, never the collector or another task.
-async fn supervise(key: TaskKey, spec: TaskSpec, cancel: CancellationToken, telemetry: Telemetry, status: StatusBoard) {
+async fn supervise(
+    key: TaskKey,
+    spec: TaskSpec,
+    window: watch::Receiver<TickWindow>,
+    cancel: CancellationToken,
+    telemetry: Telemetry,
+    status: StatusBoard,
+) {
     let mut crashes: u32 = 0;
     loop {
-        let run = AssertUnwindSafe(task::run(key.clone(), spec.clone(), cancel.clone(), telemetry.clone(), status.clone()));
+        let run =
+            AssertUnwindSafe(task::run(key.clone(), spec.clone(), window.clone(), cancel.clone(), telemetry.clone(), status.clone()));
         match run.catch_unwind().await {
             Ok(()) => return,
             Err(_) => {
@@ -232,6 +254,7 @@ mod tests {
             timeout: Duration::from_millis(30),
             gatherer: Arc::new(TestGatherer { id, log: log.clone(), behaviour }),
             destination: Arc::new(Discard),
+            window: TickWindow::ALL,
         }
     }
 
@@ -289,6 +312,36 @@ mod tests {
         let old_last = *log.ticks_of(1).last().unwrap();
         assert!(log.ticks_of(3)[0] > old_last, "a tick was gathered twice across the restart");
         assert_eq!(supervisor.list(), vec![(key, 2)]);
+        supervisor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_new_window_reaches_the_running_task_without_a_restart() {
+        let telemetry = Telemetry::new();
+        let mut supervisor = TaskSupervisor::new(telemetry.clone());
+        let log = Log::default();
+        let key = TaskKey::new("ns", "a");
+        supervisor.add(key.clone(), spec("ns/a", 1, 1, &log, Behaviour::Ok)).unwrap();
+        wait_until("first gathers", || log.len() >= 2).await;
+
+        // Handed over: gather only ticks before a fence three intervals ahead.
+        let schedule = Schedule::new("ns/a", Duration::from_millis(40), Duration::ZERO);
+        let fence = schedule.first_tick_at_or_after(crate::schedule::unix_nanos(std::time::SystemTime::now()) + 120_000_000);
+        let mut drained = spec("ns/a", 1, 2, &log, Behaviour::Ok);
+        drained.window = TickWindow::ALL.ending_before(fence.at_unix_nanos);
+        assert_eq!(supervisor.update(key.clone(), drained.clone()).await.unwrap(), UpdateOutcome::WindowChanged);
+        assert_eq!(supervisor.update(key.clone(), drained).await.unwrap(), UpdateOutcome::Unchanged);
+        let past_fence = fence.at() + Duration::from_millis(200);
+        wait_until("well past the fence", || std::time::SystemTime::now() > past_fence).await;
+        let ticks = log.ticks_of(1);
+        assert!(ticks.iter().all(|t| *t < fence.index), "gathered at or after the fence: {ticks:?} (fence {})", fence.index);
+
+        // Moved back: the same task (gatherer 1, one start) resumes.
+        let before = log.len();
+        assert_eq!(supervisor.update(key.clone(), spec("ns/a", 1, 3, &log, Behaviour::Ok)).await.unwrap(), UpdateOutcome::WindowChanged);
+        wait_until("gathers after the move back", || log.len() >= before + 2).await;
+        assert_eq!(log.ids().into_iter().collect::<std::collections::BTreeSet<_>>(), [1].into(), "the task was restarted");
+        assert_eq!(telemetry.task_starts.get_or_create(&InputLabels { input: "ns/a".into() }).get(), 1);
         supervisor.shutdown().await;
     }
 

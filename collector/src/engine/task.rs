@@ -1,13 +1,15 @@
-//! The loop of one task: wait for the next phase-aligned tick, gather with a timeout in an
-//! isolated child task, deliver, and back off after failures.
+//! The loop of one task: wait for the next phase-aligned tick of its window, gather with a
+//! timeout in an isolated child task, deliver, and back off after failures. A window change
+//! (a handover fence) is picked up while waiting, without a restart.
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{GatherError, StatusBoard, TaskKey, TaskSpec, backoff};
+use super::{GatherError, NextTick, StatusBoard, TaskKey, TaskSpec, TickWindow, backoff, next_in_window};
 use crate::schedule::unix_nanos;
 use crate::telemetry::{InputErrorLabels, InputLabels, Telemetry};
 
@@ -17,18 +19,39 @@ const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(1);
 const FAILURE_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 /// Runs the task until `cancel` fires.
-pub(super) async fn run(key: TaskKey, spec: TaskSpec, cancel: CancellationToken, telemetry: Telemetry, status: StatusBoard) {
+pub(super) async fn run(
+    key: TaskKey,
+    spec: TaskSpec,
+    mut window: watch::Receiver<TickWindow>,
+    cancel: CancellationToken,
+    telemetry: Telemetry,
+    status: StatusBoard,
+) {
     let labels = InputLabels { input: key.to_string() };
     let mut last_index = None;
     let mut failures: u32 = 0;
     let mut not_before = SystemTime::now();
     loop {
         let now = SystemTime::now().max(not_before);
-        let tick = spec.schedule.next_tick(now, last_index);
+        let current = *window.borrow_and_update();
+        let tick = match next_in_window(&spec.schedule, unix_nanos(now), last_index, current) {
+            NextTick::Gather(tick) => tick,
+            NextTick::Park => {
+                // Drained up to the fence: nothing to gather unless the window changes (a move
+                // back) or the task is stopped.
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    changed = window.changed() => if changed.is_err() { cancel.cancelled().await; return },
+                }
+                continue;
+            }
+        };
         let wait = tick.at().duration_since(SystemTime::now()).unwrap_or_default();
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+            // A new fence may exclude this tick or admit an earlier one: plan again.
+            Ok(()) = window.changed() => continue,
         }
         last_index = Some(tick.index);
         let started = Instant::now();
