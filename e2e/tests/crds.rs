@@ -161,7 +161,7 @@ const INVALID: &[(&str, &str, &str)] = &[
     (
         "metricinput-kubernetes-sd-node-with-namespaces.yaml",
         "spec.source.prometheus.kubernetesSD[0].namespaces",
-        "kubernetesSD.namespaces does not apply to role node",
+        "kubernetesSD.namespaces does not apply to role node (nodes are cluster-scoped)",
     ),
     (
         "metricinput-no-source.yaml",
