@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use metricshard_collector::cluster::{self, CollectorPlacement, PodIdentity};
 use metricshard_collector::http::{self, HttpState};
+use metricshard_collector::inputs::KubernetesContext;
 use metricshard_collector::local::{self, ManifestSource};
 use metricshard_collector::runtime::Runtime;
 use metricshard_collector::telemetry::Telemetry;
@@ -102,6 +103,8 @@ async fn main() -> ExitCode {
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
     let mut runtime = Runtime::new(telemetry.clone(), http_client);
+    // Local mode: Kubernetes discovery (if an input asks for it) uses the default kubeconfig.
+    runtime.set_kubernetes(KubernetesContext::local(args.node_name.clone()));
     let mark_ready = || ready.store(true, Ordering::Release);
     let mut failed = false;
     if args.cluster {
@@ -137,6 +140,7 @@ async fn run_cluster(args: &Args, runtime: &mut Runtime, shutdown: CancellationT
             return false;
         }
     };
+    runtime.set_kubernetes(KubernetesContext::cluster(client.clone(), namespace.clone(), args.node_name.clone()));
     let pod = PodIdentity { name, namespace, node: args.node_name.clone() };
     match cluster::run(client, pod, args.placement, runtime, shutdown.clone(), on_applied).await {
         Ok(()) => true,

@@ -107,6 +107,7 @@ pub struct Runtime {
     registry: Arc<OutputRegistry>,
     telemetry: Telemetry,
     http: reqwest::Client,
+    kubernetes: inputs::KubernetesContext,
 }
 
 /// Samples queued between inputs and one output's pipeline, in gathers (not samples).
@@ -121,7 +122,14 @@ impl Runtime {
             registry: Arc::new(OutputRegistry::default()),
             telemetry,
             http,
+            kubernetes: inputs::KubernetesContext::default(),
         }
+    }
+
+    /// Sets where Kubernetes discovery gets its client and node from (by default: the default
+    /// kubeconfig, no node); applies to inputs built from now on.
+    pub fn set_kubernetes(&mut self, kubernetes: inputs::KubernetesContext) {
+        self.kubernetes = kubernetes;
     }
 
     /// The status of every running task.
@@ -205,7 +213,7 @@ impl Runtime {
         let input = &desired.input;
         let namespace = input.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let spec = &input.spec;
-        let gatherer = inputs::build_gatherer(key, spec, self.http.clone()).map_err(|e| e.to_string())?;
+        let gatherer = inputs::build_gatherer(key, spec, self.http.clone(), &self.kubernetes).map_err(|e| e.to_string())?;
         let destination = InputDestination::new(
             key.clone(),
             namespace,

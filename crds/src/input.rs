@@ -99,11 +99,11 @@ pub struct InputSource {
 /// endpoint in Prometheus' `file_sd_configs` / `http_sd_configs` formats.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.staticTargets) && size(self.staticTargets) > 0) || has(self.fileSD) || has(self.httpSD)").message("at least one of staticTargets, fileSD and httpSD must be set"))]
+#[x_kube(validation = Rule::new("(has(self.staticTargets) && size(self.staticTargets) > 0) || has(self.fileSD) || has(self.httpSD) || (has(self.kubernetesSD) && size(self.kubernetesSD) > 0)").message("at least one of staticTargets, fileSD, httpSD and kubernetesSD must be set"))]
 pub struct PrometheusSource {
     /// Targets as `host:port`, scraped at `scheme://host:port{metricsPath}`. Each target's samples
     /// carry `instance="host:port"` and `job="<namespace>/<name>"` unless they already have them.
-    /// Optional when `fileSD` or `httpSD` is set.
+    /// Optional when `fileSD`, `httpSD` or `kubernetesSD` is set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), inner(length(max = 261)))]
     #[x_kube(validation = Rule::new("self.all(t, t.matches('^(\\\\[[0-9a-fA-F:.]+\\\\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?):[0-9]{1,5}$'))").message("every static target must be host:port"))]
@@ -116,6 +116,11 @@ pub struct PrometheusSource {
     /// discovered target also carries `__meta_url` (the endpoint) during relabeling.
     #[serde(default, rename = "httpSD", skip_serializing_if = "Option::is_none")]
     pub http_sd: Option<HttpSd>,
+    /// Targets discovered from the Kubernetes API, as Prometheus' `kubernetes_sd_configs`; each
+    /// discovered target carries that role's `__meta_kubernetes_*` labels during relabeling.
+    #[serde(default, rename = "kubernetesSD", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub kubernetes_sd: Vec<crate::kubernetes_sd::KubernetesSd>,
     /// URL scheme used to scrape the targets.
     #[serde(default)]
     pub scheme: Scheme,

@@ -8,6 +8,7 @@
 pub mod common;
 pub mod duration;
 pub mod input;
+pub mod kubernetes_sd;
 pub mod manifest;
 pub mod output;
 pub mod protocol;
@@ -21,6 +22,7 @@ pub use input::{
     InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
     RelabelRule, Scheme,
 };
+pub use kubernetes_sd::{KubernetesRole, KubernetesSd};
 pub use protocol::{FileOutput, InfluxOutput, InfluxPrecision, OpenTsdbOutput, OutputProtocol, RemoteWriteOutput, StdoutOutput};
 pub use output::{
     BatchSpec, BufferSpec, ClusterMetricOutput, ClusterMetricOutputSpec, FullBehaviour, MemoryBuffer,

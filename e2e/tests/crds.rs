@@ -131,7 +131,7 @@ const INVALID: &[(&str, &str, &str)] = &[
     (
         "metricinput-prometheus-no-targets.yaml",
         "spec.source.prometheus",
-        "at least one of staticTargets, fileSD and httpSD must be set",
+        "at least one of staticTargets, fileSD, httpSD and kubernetesSD must be set",
     ),
     (
         "metricinput-file-sd-relative-path.yaml",
@@ -152,6 +152,16 @@ const INVALID: &[(&str, &str, &str)] = &[
         "metricinput-http-sd-refresh-zero.yaml",
         "spec.source.prometheus.httpSD.refreshInterval",
         "httpSD.refreshInterval must be greater than zero",
+    ),
+    (
+        "metricinput-kubernetes-sd-namespace-invalid.yaml",
+        "spec.source.prometheus.kubernetesSD[0].namespaces",
+        "kubernetesSD.namespaces must be namespace names",
+    ),
+    (
+        "metricinput-kubernetes-sd-node-with-namespaces.yaml",
+        "spec.source.prometheus.kubernetesSD[0].namespaces",
+        "kubernetesSD.namespaces does not apply to role node (nodes are cluster-scoped)",
     ),
     (
         "metricinput-no-source.yaml",

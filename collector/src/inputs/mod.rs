@@ -8,6 +8,7 @@ use metricshard_crds::MetricInputSpec;
 
 use crate::engine::{Gatherer, TaskKey};
 use crate::sample::Labels;
+pub use prometheus::discovery::kubernetes::KubernetesContext;
 
 /// Why an input's source could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +21,19 @@ pub enum BuildError {
     Prometheus(#[from] prometheus::scrape::ScrapeConfigError),
 }
 
-/// Builds the gatherer of an input's source.
-pub fn build_gatherer(key: &TaskKey, spec: &MetricInputSpec, client: reqwest::Client) -> Result<Arc<dyn Gatherer>, BuildError> {
+/// Builds the gatherer of an input's source. `kubernetes` is the collector's Kubernetes context
+/// (for `kubernetesSD`), scoped here to the input's namespace and placement.
+pub fn build_gatherer(
+    key: &TaskKey,
+    spec: &MetricInputSpec,
+    client: reqwest::Client,
+    kubernetes: &KubernetesContext,
+) -> Result<Arc<dyn Gatherer>, BuildError> {
     let extra_labels = Labels::from_pairs(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let namespace = key.as_str().split_once('/').map_or("default", |(namespace, _)| namespace);
+    let kubernetes = kubernetes.scope(namespace, spec.placement.mode);
     match &spec.source.prometheus {
-        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client)?),
+        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client, kubernetes)?),
         None => Err(BuildError::NoSource),
     }
 }

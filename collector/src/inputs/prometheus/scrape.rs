@@ -124,6 +124,7 @@ impl PrometheusGatherer {
         extra_labels: Labels,
         timeout: Duration,
         client: reqwest::Client,
+        kubernetes: discovery::kubernetes::InputScope,
     ) -> Result<Self, ScrapeConfigError> {
         let target_relabel = relabel_configs("relabelConfigs", &source.relabel_configs)?;
         let metric_relabel = relabel_configs("metricRelabelConfigs", &source.metric_relabel_configs)?;
@@ -133,6 +134,7 @@ impl PrometheusGatherer {
             source: source.clone(),
             relabel: target_relabel,
             extra: extra_labels,
+            kubernetes,
         };
         let discovery = discovery::start(config, client.clone(), targets.clone()).map_err(ScrapeConfigError::Discovery)?;
         // Leave the engine's own timeout room to record a per-target failure first.
@@ -268,8 +270,9 @@ pub fn build(
     extra_labels: Labels,
     timeout: Duration,
     client: reqwest::Client,
+    kubernetes: discovery::kubernetes::InputScope,
 ) -> Result<Arc<dyn Gatherer>, ScrapeConfigError> {
-    Ok(Arc::new(PrometheusGatherer::new(key, source, extra_labels, timeout, client)?))
+    Ok(Arc::new(PrometheusGatherer::new(key, source, extra_labels, timeout, client, kubernetes)?))
 }
 
 #[cfg(test)]
@@ -294,6 +297,7 @@ mod tests {
             static_targets: targets.iter().map(|t| (*t).to_owned()).collect(),
             file_sd: None,
             http_sd: None,
+            kubernetes_sd: vec![],
             scheme: Scheme::Http,
             metrics_path: "/metrics".to_owned(),
             relabel_configs: relabel,
@@ -303,7 +307,7 @@ mod tests {
 
     fn build(source: &PrometheusSource) -> Result<PrometheusGatherer, ScrapeConfigError> {
         let client = crate::build_http_client().unwrap();
-        PrometheusGatherer::new(&TaskKey::new("ns", "web"), source, Labels::from_pairs([("team", "a")]), Duration::from_secs(1), client)
+        PrometheusGatherer::new(&TaskKey::new("ns", "web"), source, Labels::from_pairs([("team", "a")]), Duration::from_secs(1), client, super::discovery::kubernetes::KubernetesContext::default().scope("ns", metricshard_crds::PlacementMode::Sharded))
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Target discovery for the Prometheus scrape: static targets plus file and HTTP service
-//! discovery. Providers yield target groups; one discovery task per input turns them, with the
+//! Target discovery for the Prometheus scrape: static targets plus file, HTTP and Kubernetes
+//! service discovery. Providers yield target groups; one discovery task per input turns them, with the
 //! input's target relabeling, into the gatherer's current target set, which the gatherer reads
 //! at every tick. The task lives as long as the gatherer ([`DiscoveryTask`] aborts it on drop).
 
 pub mod file;
 pub mod http;
+pub mod kubernetes;
 pub mod target_group;
 
 use std::sync::{Arc, RwLock};
@@ -17,10 +18,16 @@ use crate::relabel::RelabelConfig;
 use crate::sample::Labels;
 use file::FileDiscovery;
 use http::HttpDiscovery;
+use kubernetes::watch::KubernetesDiscovery;
 
 /// How long after a file event discovery waits for more events before re-reading, so a burst
 /// of writes (write + rename) costs one re-read without adding noticeable delay.
 const WATCH_COALESCE: Duration = Duration::from_millis(50);
+
+/// How long after a Kubernetes watch event discovery waits for more before recomputing the
+/// targets, so a burst (a rollout, a relist delivering every object) costs one pass over the
+/// stores; short enough that a new pod is scraped from its next tick.
+const KUBERNETES_COALESCE: Duration = Duration::from_millis(200);
 
 /// The targets to scrape now and the current discovery problems.
 #[derive(Debug, Default)]
@@ -44,11 +51,17 @@ pub struct DiscoveryConfig {
     pub relabel: Vec<RelabelConfig>,
     /// `spec.labels`.
     pub extra: Labels,
+    /// The input's Kubernetes scope (client, namespace, placement) for `kubernetesSD`.
+    pub kubernetes: kubernetes::InputScope,
 }
 
 impl DiscoveryConfig {
     /// The target set from the static targets and the providers' current groups.
-    fn targets(&self, files: Option<&FileDiscovery>, http: Option<&HttpDiscovery>) -> Vec<ScrapeTarget> {
+    fn targets(&self, files: Option<&FileDiscovery>, http: Option<&HttpDiscovery>, kube: Option<&KubernetesDiscovery>) -> Vec<ScrapeTarget> {
+        // Every Kubernetes target has labels of its own: a group of one.
+        let kube_targets: Vec<(String, Labels)> = kube
+            .map(|kube| kube.targets().into_iter().map(|t| (t.address, Labels::from_pairs(t.labels))).collect())
+            .unwrap_or_default();
         let mut groups: Vec<(&[String], Labels)> = vec![(self.source.static_targets.as_slice(), Labels::default())];
         if let Some(files) = files {
             for (path, group) in files.groups() {
@@ -63,6 +76,9 @@ impl DiscoveryConfig {
                 labels.set(http::META_URL.to_owned(), http.url().to_owned());
                 groups.push((group.targets.as_slice(), labels));
             }
+        }
+        for (address, labels) in &kube_targets {
+            groups.push((std::slice::from_ref(address), labels.clone()));
         }
         relabel_targets(&self.job, &self.source, &self.relabel, &self.extra, groups)
     }
@@ -84,12 +100,19 @@ impl Drop for DiscoveryTask {
 /// starts the task that keeps `shared` current. Must run inside a Tokio runtime when it starts
 /// a task; returns `Err` with a reason otherwise.
 pub fn start(config: DiscoveryConfig, client: reqwest::Client, shared: SharedTargets) -> Result<Option<DiscoveryTask>, String> {
-    publish(&shared, config.targets(None, None), Vec::new());
-    if config.source.file_sd.is_none() && config.source.http_sd.is_none() {
+    // A configuration the tenancy or placement rules forbid discovers nothing and says why in
+    // the input's status at every gather, like any other discovery problem; the rest of the
+    // input (static targets, other providers) keeps working.
+    let (kube_plans, kube_refusal) = match kubernetes::plan(&config.source.kubernetes_sd, &config.kubernetes) {
+        Ok(plans) => (plans, None),
+        Err(refusal) => (Vec::new(), Some(refusal.to_string())),
+    };
+    publish(&shared, config.targets(None, None, None), kube_refusal.iter().cloned().collect());
+    if config.source.file_sd.is_none() && config.source.http_sd.is_none() && kube_plans.is_empty() {
         return Ok(None);
     }
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| format!("discovery needs a Tokio runtime: {e}"))?;
-    let handle = runtime.spawn(run(config, client, shared));
+    let handle = runtime.spawn(run(config, kube_plans, kube_refusal, client, shared));
     Ok(Some(DiscoveryTask { abort: handle.abort_handle() }))
 }
 
@@ -100,7 +123,13 @@ fn publish(shared: &SharedTargets, targets: Vec<ScrapeTarget>, problems: Vec<Str
     *guard = set;
 }
 
-async fn run(config: DiscoveryConfig, client: reqwest::Client, shared: SharedTargets) {
+async fn run(
+    config: DiscoveryConfig,
+    kube_plans: Vec<kubernetes::WatchPlan>,
+    kube_refusal: Option<String>,
+    client: reqwest::Client,
+    shared: SharedTargets,
+) {
     let mut files = config.source.file_sd.as_ref().map(|sd| FileDiscovery::new(&sd.files));
     let mut http = config.source.http_sd.as_ref().map(|sd| {
         let refresh = sd.refresh_interval.get();
@@ -133,9 +162,36 @@ async fn run(config: DiscoveryConfig, client: reqwest::Client, shared: SharedTar
     if let Some(files) = &files {
         try_watch(files, &mut watcher, &mut watch_error);
     }
+    // Kubernetes watches live as long as this task (dropping `kube` stops them). Without a
+    // client (local mode without a kubeconfig) the reason is reported; the input must be
+    // re-applied once a kubeconfig exists.
+    let (kube_tx, mut kube_events) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut kube = None;
+    let mut kube_error = kube_refusal;
+    if !kube_plans.is_empty() {
+        match KubernetesDiscovery::start(&kube_plans, &config.kubernetes, kube_tx).await {
+            Ok(started) => kube = Some(started),
+            Err(error) => kube_error = Some(format!("kubernetesSD: {error}")),
+        }
+    }
     let mut last_problems: Option<Vec<String>> = None;
     let mut last_targets: Option<Vec<ScrapeTarget>> = None;
     loop {
+        // Publish first, then wait: a Kubernetes start-up error is reported at once.
+        let mut problems: Vec<String> = watch_error.iter().cloned().collect();
+        problems.extend(files.iter().flat_map(FileDiscovery::errors));
+        problems.extend(http.as_ref().and_then(HttpDiscovery::error));
+        problems.extend(kube_error.iter().cloned());
+        problems.extend(kube.iter().flat_map(KubernetesDiscovery::problems));
+        let targets = config.targets(files.as_ref(), http.as_ref(), kube.as_ref());
+        if last_targets.as_ref() != Some(&targets) || last_problems.as_ref() != Some(&problems) {
+            for problem in &problems {
+                tracing::warn!(job = %config.job, "discovery: {problem}");
+            }
+            publish(&shared, targets.clone(), problems.clone());
+            last_targets = Some(targets);
+            last_problems = Some(problems);
+        }
         tokio::select! {
             _ = file_tick.tick(), if files.is_some() => {
                 if let Some(files) = files.as_mut() {
@@ -153,18 +209,10 @@ async fn run(config: DiscoveryConfig, client: reqwest::Client, shared: SharedTar
                 while events.try_recv().is_ok() {}
                 if let Some(files) = files.as_mut() { files.refresh(); }
             }
-        }
-        let mut problems: Vec<String> = watch_error.iter().cloned().collect();
-        problems.extend(files.iter().flat_map(FileDiscovery::errors));
-        problems.extend(http.as_ref().and_then(HttpDiscovery::error));
-        let targets = config.targets(files.as_ref(), http.as_ref());
-        if last_targets.as_ref() != Some(&targets) || last_problems.as_ref() != Some(&problems) {
-            for problem in &problems {
-                tracing::warn!(job = %config.job, "discovery: {problem}");
+            Some(()) = kube_events.recv(), if kube.is_some() => {
+                tokio::time::sleep(KUBERNETES_COALESCE).await;
+                while kube_events.try_recv().is_ok() {}
             }
-            publish(&shared, targets.clone(), problems.clone());
-            last_targets = Some(targets);
-            last_problems = Some(problems);
         }
     }
 }
@@ -187,6 +235,10 @@ mod tests {
     use super::*;
     use metricshard_crds::{FileSd, RelabelAction, RelabelRule, Scheme};
 
+    fn scope() -> kubernetes::InputScope {
+        kubernetes::KubernetesContext::default().scope("ns", metricshard_crds::PlacementMode::Sharded)
+    }
+
     fn rule(action: RelabelAction) -> RelabelRule {
         RelabelRule { source_labels: vec![], separator: None, target_label: None, regex: None, modulus: None, replacement: None, action }
     }
@@ -200,6 +252,7 @@ mod tests {
             static_targets: static_targets.iter().map(|t| (*t).to_owned()).collect(),
             file_sd: (!files.is_empty()).then(|| FileSd { files, refresh_interval: metricshard_crds::Duration::from_std(Duration::from_secs(300)) }),
             http_sd: None,
+            kubernetes_sd: vec![],
             scheme: Scheme::Http,
             metrics_path: "/metrics".to_owned(),
             relabel_configs: vec![],
@@ -233,8 +286,9 @@ mod tests {
             source: source(&["s:9"], vec![]),
             relabel: relabel(&[file_label.clone(), keep_prod]),
             extra: Labels::from_pairs([("team", "x")]),
+            kubernetes: scope(),
         };
-        let targets = config.targets(Some(&files), None);
+        let targets = config.targets(Some(&files), None, None);
         assert_eq!(targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(), ["https://a:1/metrics", "https://b:2/metrics"]);
         assert_eq!(
             targets[0].labels,
@@ -243,7 +297,7 @@ mod tests {
 
         // Without the filter: static targets first, every file's targets, no __meta_ label left.
         let config = DiscoveryConfig { relabel: relabel(&[file_label]), ..config };
-        let targets = config.targets(Some(&files), None);
+        let targets = config.targets(Some(&files), None, None);
         let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
         assert_eq!(urls, ["http://s:9/metrics", "http://c:3/metrics", "http://a:1/metrics", "https://a:1/metrics", "https://b:2/metrics"]);
         assert!(targets.iter().all(|t| t.labels.iter().all(|l| !l.name.starts_with("__"))));
@@ -256,20 +310,20 @@ mod tests {
         std::fs::write(&one, r#"[{"targets": ["a:1", "a:1"]}, {"targets": ["a:1"]}]"#).unwrap();
         let mut files = FileDiscovery::new(&[one.display().to_string()]);
         files.refresh();
-        let config = DiscoveryConfig { job: "j".into(), source: source(&[], vec![]), relabel: vec![], extra: Labels::default() };
-        assert_eq!(config.targets(Some(&files), None).len(), 1);
+        let config = DiscoveryConfig { job: "j".into(), source: source(&[], vec![]), relabel: vec![], extra: Labels::default(), kubernetes: scope() };
+        assert_eq!(config.targets(Some(&files), None, None).len(), 1);
     }
 
     #[test]
     fn static_sources_need_no_task_and_discovery_needs_a_runtime() {
         let shared = SharedTargets::default();
-        let config = DiscoveryConfig { job: "j".into(), source: source(&["a:1"], vec![]), relabel: vec![], extra: Labels::default() };
+        let config = DiscoveryConfig { job: "j".into(), source: source(&["a:1"], vec![]), relabel: vec![], extra: Labels::default(), kubernetes: scope() };
         let client = crate::build_http_client().unwrap();
         assert!(start(config, client.clone(), shared.clone()).unwrap().is_none());
         assert_eq!(shared.read().unwrap().targets.len(), 1);
 
         let config =
-            DiscoveryConfig { job: "j".into(), source: source(&[], vec!["/x/*.json".into()]), relabel: vec![], extra: Labels::default() };
+            DiscoveryConfig { job: "j".into(), source: source(&[], vec!["/x/*.json".into()]), relabel: vec![], extra: Labels::default(), kubernetes: scope() };
         assert!(start(config, client, shared).unwrap_err().contains("Tokio runtime"));
     }
 
@@ -290,7 +344,7 @@ mod tests {
             sd.refresh_interval = metricshard_crds::Duration::from_std(Duration::from_millis(100));
         }
         let shared = SharedTargets::default();
-        let config = DiscoveryConfig { job: "j".into(), source, relabel: vec![], extra: Labels::default() };
+        let config = DiscoveryConfig { job: "j".into(), source, relabel: vec![], extra: Labels::default(), kubernetes: scope() };
         let _task = start(config, crate::build_http_client().unwrap(), shared.clone()).unwrap().unwrap();
         let current = || shared.read().unwrap().clone();
         eventually("the watch error is reported", || current().problems.iter().any(|p| p.contains("cannot watch"))).await;
@@ -309,7 +363,7 @@ mod tests {
         std::fs::write(&file, r#"[{"targets": ["a:1"]}]"#).unwrap();
         let shared = SharedTargets::default();
         let config =
-            DiscoveryConfig { job: "j".into(), source: source(&[], vec![file.display().to_string()]), relabel: vec![], extra: Labels::default() };
+            DiscoveryConfig { job: "j".into(), source: source(&[], vec![file.display().to_string()]), relabel: vec![], extra: Labels::default(), kubernetes: scope() };
         let task = start(config, crate::build_http_client().unwrap(), shared.clone()).unwrap().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while shared.read().unwrap().targets.is_empty() {
