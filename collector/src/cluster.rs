@@ -186,6 +186,9 @@ pub async fn run(
     // delay a renewal past the Lease duration and cost this collector its inputs.
     let membership = CancellationToken::new();
     let mut renewal = tokio::spawn(renew_lease_until(leases.clone(), pod.clone(), placement, membership.clone()));
+    // Output status (per-address reachability and figures): its own task, rate-limited.
+    let output_status_stop = CancellationToken::new();
+    let output_status = tokio::spawn(crate::output_status::run_writer(client.clone(), pod.name.clone(), runtime.output_nodes(), output_status_stop.clone()));
     let mut result = Ok(());
     loop {
         let report = runtime.apply(&stores.desired()).await;
@@ -220,6 +223,8 @@ pub async fn run(
     membership.cancel();
     let _ = renewal.await;
     release_lease(&leases, &pod).await;
+    output_status_stop.cancel();
+    let _ = output_status.await;
     result
 }
 

@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod http;
 pub mod inputs;
 pub mod local;
+pub mod output_status;
 pub mod outputs;
 pub mod pipeline;
 pub mod relabel;
