@@ -82,6 +82,23 @@ impl SequenceReport {
         missing
     }
 
+    /// Numbers missing below each series' highest one: what was lost in the middle. (The
+    /// scrape a collector is stopped in the middle of is served but never delivered, so the last
+    /// numbers served are not a fair expectation; a gap is.)
+    pub fn gaps(&self) -> Vec<(String, u64)> {
+        let mut gaps = Vec::new();
+        for (name, numbers) in &self.numbers {
+            let highest = numbers.last().copied().unwrap_or(0);
+            gaps.extend((1..=highest).filter(|n| !numbers.contains(n)).map(|n| (name.clone(), n)));
+        }
+        gaps
+    }
+
+    /// The lowest of the series' highest numbers: every series holds at least this far.
+    pub fn lowest_highest(&self) -> u64 {
+        self.numbers.values().filter_map(|numbers| numbers.last().copied()).min().unwrap_or(0)
+    }
+
     /// The highest number some series holds.
     pub fn highest(&self) -> u64 {
         self.numbers.values().filter_map(|numbers| numbers.last().copied()).max().unwrap_or(0)
