@@ -206,6 +206,9 @@ pub async fn run(
     let (leaving_tx, leaving_rx) = watch::channel(false);
     let mut renewal = tokio::spawn(renew_lease_until(leases.clone(), pod.clone(), placement, leaving_rx, membership.clone()));
     let mut leaving: Option<tokio::time::Instant> = None;
+    // Output status (per-address reachability and figures): its own task, rate-limited.
+    let output_status_stop = CancellationToken::new();
+    let output_status = tokio::spawn(crate::output_status::run_writer(client.clone(), pod.name.clone(), runtime.output_nodes(), output_status_stop.clone()));
     let mut result = Ok(());
     loop {
         let desired = handovers.desired(stores.desired()).await;
@@ -262,6 +265,8 @@ pub async fn run(
     membership.cancel();
     let _ = renewal.await;
     release_lease(&leases, &pod).await;
+    output_status_stop.cancel();
+    let _ = output_status.await;
     result
 }
 

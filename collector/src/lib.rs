@@ -12,6 +12,7 @@ pub mod handover;
 pub mod http;
 pub mod inputs;
 pub mod local;
+pub mod output_status;
 pub mod outputs;
 pub mod pipeline;
 pub mod relabel;

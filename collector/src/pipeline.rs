@@ -1,8 +1,16 @@
-//! One output's delivery loop: samples arrive on a channel, wait in the buffer, leave in batches
-//! (when `maxSamples` are waiting or the flush interval plus jitter has passed), and are
-//! acknowledged only once the sink accepted them. Retryable failures retry the same batch with
-//! capped exponential backoff and jitter, forever; permanent ones drop the batch and count it.
+//! One delivery loop: the queue of one address of one node of an output. Samples arrive on a
+//! channel, wait in the buffer, leave in batches (when `maxSamples` are waiting or the flush
+//! interval plus jitter has passed), and are acknowledged only once the sink accepted them.
+//! Retryable failures retry the same batch with capped exponential backoff and jitter, forever;
+//! permanent ones drop the batch and count it.
+//!
+//! The channel is read while a write is in flight: samples go into the buffer (which drops the
+//! oldest beyond its limit, counted) instead of waiting in the channel. So a slow or dead backend
+//! never pushes back on whoever feeds the loop, in particular on the fan-out router, which would
+//! otherwise hold up every other address of the output.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rand::Rng;
@@ -11,9 +19,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::Buffer;
-use crate::outputs::Sink;
+use crate::output_status::NodeHandle;
+use crate::outputs::{Sink, WriteError, Written};
 use crate::sample::Sample;
-use crate::telemetry::{OutputLabels, OutputReasonLabels, Telemetry};
+use crate::telemetry::OutputReasonLabels;
 
 /// Batching and retry settings of one output.
 #[derive(Debug, Clone)]
@@ -46,34 +55,44 @@ impl PipelineSettings {
     }
 }
 
-/// Runs the delivery loop until `cancel` fires, then drains and flushes within the grace period.
+/// A write in flight: the batch id, its size, and the sink's answer once it comes.
+type WriteInFlight<'a> = Pin<Box<dyn Future<Output = (u64, u64, Result<Written, WriteError>)> + Send + 'a>>;
+
+fn start_write<'a>(sink: &'a dyn Sink, id: u64, samples: Vec<Sample>) -> WriteInFlight<'a> {
+    Box::pin(async move {
+        let result = sink.write(&samples).await;
+        (id, samples.len() as u64, result)
+    })
+}
+
+/// Waits for the write in flight; never completes when there is none.
+async fn write_done(in_flight: &mut Option<WriteInFlight<'_>>) -> (u64, u64, Result<Written, WriteError>) {
+    match in_flight {
+        Some(write) => write.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the delivery loop until `cancel` fires or `incoming` is closed, then drains and flushes
+/// within the grace period.
 pub async fn run(
-    name: String,
+    node: NodeHandle,
     settings: PipelineSettings,
     sink: Box<dyn Sink>,
     mut buffer: Box<dyn Buffer>,
     mut incoming: mpsc::Receiver<Vec<Sample>>,
     cancel: CancellationToken,
-    telemetry: Telemetry,
 ) {
-    let labels = OutputLabels { output: name.clone() };
     let mut failures: u32 = 0;
     let mut next_attempt = Instant::now() + flush_delay(&settings);
+    let mut in_flight: Option<WriteInFlight<'_>> = None;
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            received = incoming.recv() => match received {
-                Some(samples) => {
-                    push(&name, &mut *buffer, samples, &telemetry).await;
-                    if failures == 0 && buffer.len() >= settings.max_samples as u64 {
-                        next_attempt = Instant::now();
-                    }
-                }
-                None => break,
-            },
-            () = tokio::time::sleep_until(next_attempt) => {
-                next_attempt = match write_one(&name, &settings, &*sink, &mut *buffer, &telemetry).await {
+            (id, count, result) = write_done(&mut in_flight) => {
+                in_flight = None;
+                next_attempt = match settle(&node, &settings, &mut *buffer, id, count, result).await {
                     Attempt::Idle => Instant::now() + flush_delay(&settings),
                     Attempt::Written { more } | Attempt::Dropped { more } => {
                         failures = 0;
@@ -85,33 +104,59 @@ pub async fn run(
                     }
                 };
             }
+            received = incoming.recv() => match received {
+                Some(samples) => {
+                    push(&node, &mut *buffer, samples).await;
+                    if failures == 0 && buffer.len() >= settings.max_samples as u64 {
+                        next_attempt = next_attempt.min(Instant::now());
+                    }
+                }
+                None => break,
+            },
+            () = tokio::time::sleep_until(next_attempt), if in_flight.is_none() => {
+                match buffer.batch(settings.max_samples).await {
+                    Ok(Some(batch)) => in_flight = Some(start_write(&*sink, batch.id, batch.samples)),
+                    Ok(None) => next_attempt = Instant::now() + flush_delay(&settings),
+                    Err(error) => {
+                        tracing::error!(output = %node.output(), node = %node.node(), "buffer read failed: {error}");
+                        failures = failures.saturating_add(1);
+                        next_attempt = Instant::now() + retry_delay(&settings, failures);
+                    }
+                }
+            }
         }
-        telemetry.output_buffered.get_or_create(&labels).set(i64::try_from(buffer.len()).unwrap_or(i64::MAX));
-    }
-    // Shutdown: take what is still queued, then write until empty or out of time.
-    incoming.close();
-    while let Some(samples) = incoming.recv().await {
-        push(&name, &mut *buffer, samples, &telemetry).await;
+        node.set_depth(buffer.len());
     }
     let deadline = Instant::now() + settings.shutdown_grace;
+    // Shutdown: finish the write in flight, take what is still queued, then write until empty or
+    // out of time.
+    if let Some(write) = in_flight.take() {
+        if let Ok((id, count, result)) = tokio::time::timeout_at(deadline, write).await {
+            settle(&node, &settings, &mut *buffer, id, count, result).await;
+        }
+    }
+    incoming.close();
+    while let Some(samples) = incoming.recv().await {
+        push(&node, &mut *buffer, samples).await;
+    }
     let mut failures = 0;
     while !buffer.is_empty() && Instant::now() < deadline {
-        match write_one(&name, &settings, &*sink, &mut *buffer, &telemetry).await {
+        match write_one(&node, &settings, &*sink, &mut *buffer).await {
             Attempt::Failed => {
                 failures += 1;
-                tokio::time::sleep(retry_delay(&settings, failures).min(deadline - Instant::now())).await;
+                tokio::time::sleep(retry_delay(&settings, failures).min(deadline.saturating_duration_since(Instant::now()))).await;
             }
             Attempt::Idle => break,
             Attempt::Written { .. } | Attempt::Dropped { .. } => {}
         }
     }
     if !buffer.is_empty() {
-        tracing::warn!(output = %name, samples = buffer.len(), "shutdown grace ran out with samples still buffered");
+        tracing::warn!(output = %node.output(), node = %node.node(), address = %node.address(), samples = buffer.len(), "shutdown grace ran out with samples still buffered");
     }
     if let Err(error) = sink.flush().await {
-        tracing::warn!(output = %name, "final flush failed: {error}");
+        tracing::warn!(output = %node.output(), node = %node.node(), "final flush failed: {error}");
     }
-    telemetry.output_buffered.get_or_create(&labels).set(i64::try_from(buffer.len()).unwrap_or(i64::MAX));
+    node.set_depth(buffer.len());
 }
 
 enum Attempt {
@@ -121,66 +166,77 @@ enum Attempt {
     Failed,
 }
 
-async fn push(name: &str, buffer: &mut dyn Buffer, samples: Vec<Sample>, telemetry: &Telemetry) {
+async fn push(node: &NodeHandle, buffer: &mut dyn Buffer, samples: Vec<Sample>) {
+    let reason_labels = |reason| OutputReasonLabels { output: node.output().to_owned(), reason };
+    let count = samples.len() as u64;
     match buffer.push(samples).await {
         Ok(outcome) if outcome.dropped_oldest > 0 => {
-            telemetry
-                .output_dropped
-                .get_or_create(&OutputReasonLabels { output: name.to_owned(), reason: "buffer_full" })
-                .inc_by(outcome.dropped_oldest);
+            node.telemetry().output_dropped.get_or_create(&reason_labels("buffer_full")).inc_by(outcome.dropped_oldest);
+            node.dropped(outcome.dropped_oldest);
         }
         Ok(_) => {}
         Err(error) => {
-            tracing::error!(output = %name, "buffer refused samples: {error}");
-            telemetry
-                .output_dropped
-                .get_or_create(&OutputReasonLabels { output: name.to_owned(), reason: error.category() })
-                .inc();
+            tracing::error!(output = %node.output(), node = %node.node(), "buffer refused samples: {error}");
+            node.telemetry().output_dropped.get_or_create(&reason_labels(error.category())).inc_by(count);
+            node.dropped(count);
         }
     }
 }
 
-async fn write_one(
-    name: &str,
-    settings: &PipelineSettings,
-    sink: &dyn Sink,
-    buffer: &mut dyn Buffer,
-    telemetry: &Telemetry,
-) -> Attempt {
+/// Takes a batch and writes it, waiting for the answer (the shutdown path).
+async fn write_one(node: &NodeHandle, settings: &PipelineSettings, sink: &dyn Sink, buffer: &mut dyn Buffer) -> Attempt {
     let batch = match buffer.batch(settings.max_samples).await {
         Ok(Some(batch)) => batch,
         Ok(None) => return Attempt::Idle,
         Err(error) => {
-            tracing::error!(output = %name, "buffer read failed: {error}");
+            tracing::error!(output = %node.output(), node = %node.node(), "buffer read failed: {error}");
             return Attempt::Failed;
         }
     };
     let count = batch.samples.len() as u64;
     let result = sink.write(&batch.samples).await;
-    let reason_labels = |reason| OutputReasonLabels { output: name.to_owned(), reason };
+    settle(node, settings, buffer, batch.id, count, result).await
+}
+
+/// Acts on the sink's answer for batch `id` of `count` samples: ack and count it, or leave it
+/// for a retry, or drop it.
+async fn settle(
+    node: &NodeHandle,
+    settings: &PipelineSettings,
+    buffer: &mut dyn Buffer,
+    id: u64,
+    count: u64,
+    result: Result<Written, WriteError>,
+) -> Attempt {
+    let telemetry = node.telemetry();
+    let reason_labels = |reason| OutputReasonLabels { output: node.output().to_owned(), reason };
     match result {
         Ok(written) => {
-            if let Err(error) = buffer.ack(batch.id).await {
-                tracing::error!(output = %name, "acknowledging a written batch failed: {error}");
+            if let Err(error) = buffer.ack(id).await {
+                tracing::error!(output = %node.output(), node = %node.node(), "acknowledging a written batch failed: {error}");
             }
             let left_out = written.unrepresentable.min(count);
             if left_out > 0 {
                 telemetry.output_dropped.get_or_create(&reason_labels("unrepresentable")).inc_by(left_out);
+                node.dropped(left_out);
             }
-            telemetry.output_written.get_or_create(&OutputLabels { output: name.to_owned() }).inc_by(count - left_out);
+            node.wrote(count - left_out);
             Attempt::Written { more: buffer.len() >= settings.max_samples as u64 }
         }
         Err(error) if error.is_retryable() => {
             telemetry.output_write_errors.get_or_create(&reason_labels(error.category())).inc();
-            tracing::warn!(output = %name, samples = count, "write failed, will retry: {error}");
+            tracing::warn!(output = %node.output(), node = %node.node(), address = %node.address(), samples = count, "write failed, will retry: {error}");
+            node.will_retry(&error.to_string());
             Attempt::Failed
         }
         Err(error) => {
             telemetry.output_write_errors.get_or_create(&reason_labels(error.category())).inc();
             telemetry.output_dropped.get_or_create(&reason_labels(error.category())).inc_by(count);
-            tracing::error!(output = %name, samples = count, "write rejected, batch dropped: {error}");
-            if let Err(error) = buffer.ack(batch.id).await {
-                tracing::error!(output = %name, "dropping a rejected batch failed: {error}");
+            tracing::error!(output = %node.output(), node = %node.node(), address = %node.address(), samples = count, "write rejected, batch dropped: {error}");
+            node.rejected(&error.to_string());
+            node.dropped(count);
+            if let Err(error) = buffer.ack(id).await {
+                tracing::error!(output = %node.output(), node = %node.node(), "dropping a rejected batch failed: {error}");
             }
             Attempt::Dropped { more: buffer.len() >= settings.max_samples as u64 }
         }
@@ -209,8 +265,8 @@ mod tests {
 
     use super::*;
     use crate::buffer::memory::MemoryBuffer;
-    use crate::outputs::{WriteError, Written};
     use crate::sample::Labels;
+    use crate::telemetry::{OutputLabels, Telemetry};
 
     /// Records written batches; fails the first `fail_first` writes with the given kind.
     #[derive(Clone, Default)]
@@ -266,15 +322,8 @@ mod tests {
     async fn start(sink: RecordingSink, settings: PipelineSettings, telemetry: Telemetry) -> (mpsc::Sender<Vec<Sample>>, CancellationToken, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(8);
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(run(
-            "test".into(),
-            settings,
-            Box::new(sink),
-            Box::new(MemoryBuffer::new(1000)),
-            receiver,
-            cancel.clone(),
-            telemetry,
-        ));
+        let node = NodeHandle::new("test", "default", "memory", telemetry);
+        let handle = tokio::spawn(run(node, settings, Box::new(sink), Box::new(MemoryBuffer::new(1000)), receiver, cancel.clone()));
         (sender, cancel, handle)
     }
 
@@ -347,5 +396,41 @@ mod tests {
         let labels = |reason| OutputReasonLabels { output: "test".into(), reason };
         assert_eq!(telemetry.output_dropped.get_or_create(&labels("unrepresentable")).get(), 1);
         assert_eq!(telemetry.output_written.get_or_create(&OutputLabels { output: "test".into() }).get(), 3);
+    }
+
+    /// A backend that never answers.
+    struct StalledSink;
+
+    impl Sink for StalledSink {
+        fn write<'a>(&'a self, _batch: &'a [Sample]) -> BoxFuture<'a, Result<Written, WriteError>> {
+            std::future::pending().boxed()
+        }
+        fn flush(&self) -> BoxFuture<'_, Result<(), WriteError>> {
+            async { Ok(()) }.boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_write_does_not_stop_the_loop_reading_its_channel() {
+        let (sender, receiver) = mpsc::channel(2);
+        let node = NodeHandle::new("test", "default", "stalled", Telemetry::new());
+        let mut settings = settings(10, Duration::from_millis(1));
+        settings.shutdown_grace = Duration::from_millis(100);
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(run(node.clone(), settings, Box::new(StalledSink), Box::new(MemoryBuffer::new(1000)), receiver, cancel.clone()));
+        for round in 0..50 {
+            tokio::time::timeout(Duration::from_secs(5), sender.send(samples(round * 10..round * 10 + 10)))
+                .await
+                .expect("the loop stopped reading its channel while a write hung")
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while node.figures().buffer_depth < 500 {
+            assert!(Instant::now() < deadline, "buffered {}", node.figures().buffer_depth);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cancel.cancel();
+        handle.await.unwrap();
+        assert_eq!(node.figures().written, 0);
     }
 }

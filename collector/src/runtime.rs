@@ -13,11 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer;
 use crate::engine::{SupervisorError, TaskKey, TaskSpec, TaskSupervisor, TickWindow, UpdateOutcome};
 use crate::inputs;
-use crate::outputs::{self, Sink};
-use crate::pipeline::{self, PipelineSettings};
 use crate::routing::{InputDestination, OutputEntry, OutputId, OutputRegistry};
 use crate::sample::Labels;
 use crate::schedule::Schedule;
@@ -132,6 +129,11 @@ impl Runtime {
         self.kubernetes = kubernetes;
     }
 
+    /// Per-address figures of every running output (for the output status writer).
+    pub fn output_nodes(&self) -> crate::output_status::OutputNodeBoard {
+        self.telemetry.output_nodes.clone()
+    }
+
     /// The status of every running task.
     pub fn status_board(&self) -> crate::engine::StatusBoard {
         self.supervisor.status_board().clone()
@@ -236,26 +238,24 @@ impl Runtime {
         // Stop the old generation first: it flushes what it holds with its own settings.
         self.stop_output(&id).await;
         // A Redis buffer connects lazily and retries on its own: only a bad URL fails here.
-        let built = outputs::build_sink(&output.settings.protocol, self.http.clone())
-            .and_then(|sink| Ok((sink, buffer::spec::build(&output.settings.buffer, &id).map_err(|e| e.to_string())?)));
-        let (sink, buffer): (Box<dyn Sink>, _) = match built {
-            Ok(built) => built,
-            Err(reason) => {
-                self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: None });
-                return Err(reason);
-            }
-        };
         let (sender, receiver) = mpsc::channel(OUTPUT_CHANNEL_DEPTH);
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(pipeline::run(
-            id.to_string(),
-            PipelineSettings::from_batch(&output.settings.batch),
-            sink,
-            buffer,
+        let started = crate::fanout::delivery::start(
+            &id,
+            output.generation,
+            &output.settings,
+            &self.http,
+            &self.telemetry,
             receiver,
             cancel.clone(),
-            self.telemetry.clone(),
-        ));
+        );
+        let handle = match started {
+            Ok(handle) => handle,
+            Err(reason) => {
+                self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: None });
+                return Err(reason.to_string());
+            }
+        };
         self.registry.insert(id.clone(), OutputEntry { sender, namespace_selector: output.namespace_selector.clone() });
         self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: Some((cancel, handle)) });
         Ok(())
@@ -306,7 +306,7 @@ mod tests {
                 protocol: OutputProtocol {
                     stdout: None,
                     file: None,
-                    remote_write: Some(RemoteWriteOutput { url: url.to_owned(), timeout: None }),
+                    remote_write: Some(RemoteWriteOutput { url: Some(url.to_owned()), fan_out: None, timeout: None }),
                     influx: None,
                     open_tsdb: None,
                 },

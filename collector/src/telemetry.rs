@@ -54,6 +54,17 @@ pub struct HandoverLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of per-address families of a fanned-out output: bounded by the configured addresses.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputNodeLabels {
+    /// `Kind/namespace/name` of the output.
+    pub output: String,
+    /// Node name (`default` for an output with a single `url`).
+    pub node: String,
+    /// One address of the node.
+    pub address: String,
+}
+
 fn gather_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -92,6 +103,18 @@ pub struct Telemetry {
     pub owner_disagreement: Histogram,
     /// `metricshard_handover_draining_inputs`.
     pub draining_inputs: Gauge,
+    /// Per-address figures of every running output, for the status writer.
+    pub output_nodes: crate::output_status::OutputNodeBoard,
+    /// `metricshard_output_node_written_samples_total`.
+    pub output_node_written: Family<OutputNodeLabels, Counter>,
+    /// `metricshard_output_node_dropped_samples_total`.
+    pub output_node_dropped: Family<OutputNodeLabels, Counter>,
+    /// `metricshard_output_node_write_retries_total`.
+    pub output_node_retries: Family<OutputNodeLabels, Counter>,
+    /// `metricshard_output_node_buffered_samples`.
+    pub output_node_buffered: Family<OutputNodeLabels, Gauge>,
+    /// `metricshard_output_node_reachable`.
+    pub output_node_reachable: Family<OutputNodeLabels, Gauge>,
 }
 
 impl Default for Telemetry {
@@ -124,6 +147,12 @@ impl Telemetry {
             handovers: Family::default(),
             owner_disagreement: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             draining_inputs: Gauge::default(),
+            output_nodes: crate::output_status::OutputNodeBoard::default(),
+            output_node_written: Family::default(),
+            output_node_dropped: Family::default(),
+            output_node_retries: Family::default(),
+            output_node_buffered: Family::default(),
+            output_node_reachable: Family::default(),
         };
         registry.register(
             "input_gather_duration_seconds",
@@ -168,6 +197,31 @@ impl Telemetry {
             "Inputs this collector still gathers until their handover fence",
             telemetry.draining_inputs.clone(),
         );
+        registry.register(
+            "output_node_written_samples",
+            "Samples one address of an output's node accepted",
+            telemetry.output_node_written.clone(),
+        );
+        registry.register(
+            "output_node_dropped_samples",
+            "Samples dropped on their way to one address of an output's node (every reason)",
+            telemetry.output_node_dropped.clone(),
+        );
+        registry.register(
+            "output_node_write_retries",
+            "Failed writes to one address of an output's node that will be retried",
+            telemetry.output_node_retries.clone(),
+        );
+        registry.register(
+            "output_node_buffered_samples",
+            "Samples waiting in the buffer of one address of an output's node",
+            telemetry.output_node_buffered.clone(),
+        );
+        registry.register(
+            "output_node_reachable",
+            "1 while the last write to one address of an output's node did not fail retryably, else 0",
+            telemetry.output_node_reachable.clone(),
+        );
         Self { registry: Arc::new(registry), ..telemetry }
     }
 
@@ -176,6 +230,15 @@ impl Telemetry {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// Forgets every per-address series of an output's address that stopped.
+    pub fn forget_output_node(&self, labels: &OutputNodeLabels) {
+        self.output_node_written.remove(labels);
+        self.output_node_dropped.remove(labels);
+        self.output_node_retries.remove(labels);
+        self.output_node_buffered.remove(labels);
+        self.output_node_reachable.remove(labels);
     }
 
     /// Forgets every series of a removed input, keeping cardinality bounded by live inputs.

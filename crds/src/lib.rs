@@ -7,16 +7,20 @@
 
 pub mod common;
 pub mod duration;
+pub mod fanout;
 pub mod input;
 pub mod kubernetes_sd;
 pub mod manifest;
 pub mod output;
+pub mod output_status;
 pub mod protocol;
 pub mod schema_check;
 pub mod watch;
 
 pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;
+pub use fanout::{BackendNode, EffectiveNodes, FanOutMode, FanOutSpec};
+pub use output_status::{CollectorOutputStatus, NodeStatus, OutputStatus};
 pub use input::{
     FileSd, HttpSd,
     InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,

@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::ObjectStatus;
+use crate::output_status::OutputStatus;
 pub use crate::protocol::OutputProtocol;
 use crate::duration::Duration;
 
@@ -16,7 +16,7 @@ use crate::duration::Duration;
     kind = "MetricOutput",
     namespaced,
     doc = "Where samples go, for inputs of the same namespace: protocol, batching and buffering.",
-    status = "ObjectStatus",
+    status = "OutputStatus",
     cel,
     shortname = "mo",
     category = "metricshard",
@@ -42,7 +42,7 @@ pub struct MetricOutputSpec {
     version = "v1alpha1",
     kind = "ClusterMetricOutput",
     doc = "Where samples go, for inputs of every namespace its namespaceSelector admits.",
-    status = "ObjectStatus",
+    status = "OutputStatus",
     cel,
     shortname = "cmo",
     category = "metricshard",

@@ -4,6 +4,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
+use crate::fanout::{EffectiveNodes, FanOutSpec};
 
 /// Protocol and destination of an output. Exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,11 +49,18 @@ pub struct FileOutput {
 /// A Prometheus remote-write endpoint.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.fanOut)").message("exactly one of url and fanOut must be set"))]
 pub struct RemoteWriteOutput {
-    /// Full URL of the endpoint, e.g. `http://victoria-metrics:8428/api/v1/write`.
+    /// Full URL of the endpoint (one backend; see `fanOut` for several), e.g. `http://victoria-metrics:8428/api/v1/write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an absolute http or https URL"))]
-    pub url: String,
+    pub url: Option<String>,
+    /// Several backend nodes instead of one `url`: series sharded over them by a consistent
+    /// hash ring, or broadcast to all; every address of a node gets a copy. Exactly one of `url`
+    /// and `fanOut` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutSpec>,
     /// How long one write may take before it is abandoned and retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
@@ -61,11 +69,19 @@ pub struct RemoteWriteOutput {
 /// An InfluxDB 1.x `/write` endpoint.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.fanOut)").message("exactly one of url and fanOut must be set"))]
 pub struct InfluxOutput {
-    /// Base URL of the server, e.g. `http://influxdb:8086`; `/write` is appended.
+    /// Base URL of the server (one backend; see `fanOut` for several), e.g.
+    /// `http://influxdb:8086`; `/write` is appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an absolute http or https URL"))]
-    pub url: String,
+    pub url: Option<String>,
+    /// Several backend nodes instead of one `url`: series sharded over them by a consistent
+    /// hash ring, or broadcast to all; every address of a node gets a copy. Exactly one of `url`
+    /// and `fanOut` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutSpec>,
     /// Database to write to.
     #[schemars(length(min = 1, max = 253))]
     pub database: String,
@@ -99,12 +115,56 @@ pub enum InfluxPrecision {
 /// An OpenTSDB `/api/put` endpoint.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.fanOut)").message("exactly one of url and fanOut must be set"))]
 pub struct OpenTsdbOutput {
-    /// Base URL of the server, e.g. `http://opentsdb:4242`; `/api/put?details` is appended.
+    /// Base URL of the server (one backend; see `fanOut` for several), e.g.
+    /// `http://opentsdb:4242`; `/api/put?details` is appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("url must be an absolute http or https URL"))]
-    pub url: String,
+    pub url: Option<String>,
+    /// Several backend nodes instead of one `url`: series sharded over them by a consistent
+    /// hash ring, or broadcast to all; every address of a node gets a copy. Exactly one of `url`
+    /// and `fanOut` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutSpec>,
     /// How long one write may take before it is abandoned and retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+}
+
+impl OutputProtocol {
+    /// The backend nodes of an HTTP protocol (`remoteWrite`, `influx`, `openTSDB`): its `fanOut`,
+    /// or its `url` as a single node. `None` for `stdout` and `file`, which have no nodes.
+    pub fn nodes(&self) -> Option<EffectiveNodes> {
+        if let Some(output) = &self.remote_write {
+            return EffectiveNodes::of(output.url.as_ref(), output.fan_out.as_ref());
+        }
+        if let Some(output) = &self.influx {
+            return EffectiveNodes::of(output.url.as_ref(), output.fan_out.as_ref());
+        }
+        if let Some(output) = &self.open_tsdb {
+            return EffectiveNodes::of(output.url.as_ref(), output.fan_out.as_ref());
+        }
+        None
+    }
+
+    /// This protocol writing to one `address` instead of its `url` or `fanOut`: what one
+    /// address of a fanned-out output runs. `stdout` and `file` are returned unchanged.
+    pub fn for_address(&self, address: &str) -> Self {
+        let mut single = self.clone();
+        if let Some(output) = &mut single.remote_write {
+            output.url = Some(address.to_owned());
+            output.fan_out = None;
+        }
+        if let Some(output) = &mut single.influx {
+            output.url = Some(address.to_owned());
+            output.fan_out = None;
+        }
+        if let Some(output) = &mut single.open_tsdb {
+            output.url = Some(address.to_owned());
+            output.fan_out = None;
+        }
+        single
+    }
 }

@@ -87,6 +87,17 @@ const INVALID: &[(&str, &str, &str)] = &[
         "spec.protocol.influx.url",
         "url must be an absolute http or https URL",
     ),
+    // Fan-out, CEL
+    (
+        "metricoutput-remote-write-url-and-fan-out.yaml",
+        "spec.protocol.remoteWrite",
+        "exactly one of url and fanOut must be set",
+    ),
+    (
+        "clustermetricoutput-fan-out-address-relative.yaml",
+        "spec.protocol.openTSDB.fanOut.nodes[0].addresses",
+        "every address must be an absolute http or https URL",
+    ),
     // MetricInput, CEL
     (
         "metricinput-interval-zero.yaml",

@@ -12,10 +12,21 @@ use crate::routing::OutputId;
 /// connects on first use and retries from then on, so an unreachable Redis cannot stop the
 /// output from starting (nor any other output). Fails only on an unusable URL.
 pub fn build(spec: &BufferSpec, output: &OutputId) -> Result<Box<dyn Buffer>, RedisBufferError> {
+    build_queue(spec, output, None)
+}
+
+/// Builds the buffer of one queue of `output`: with `queue` set (one address of a fanned-out
+/// output), a Redis buffer's keys get `:<queue>` after the output's prefix, so every address has
+/// partitions, leases and acknowledgements of its own.
+pub fn build_queue(spec: &BufferSpec, output: &OutputId, queue: Option<&str>) -> Result<Box<dyn Buffer>, RedisBufferError> {
     match spec.effective() {
         EffectiveBuffer::Memory(memory) => Ok(Box::new(MemoryBuffer::new(memory.max_samples))),
         EffectiveBuffer::Redis(redis) => {
             let prefix = redis.key_prefix.clone().unwrap_or_else(|| default_key_prefix(output));
+            let prefix = match queue {
+                Some(queue) => format!("{prefix}:{queue}"),
+                None => prefix,
+            };
             let mut config = RedisBufferConfig::new(&redis.url, prefix);
             config.max_samples = redis.max_samples;
             config.lease = redis.lease_duration.get();

@@ -8,8 +8,10 @@
 //! order within a node queue is the order of arrival.
 //!
 //! A node is a name on the ring. Copying to every address of a node (replicas behind one
-//! node) is the pipeline's business: it gives each address of the routed node the batch.
+//! node) is done by [`delivery`], which splits an output's samples by destination and runs one
+//! buffer and delivery loop per address.
 
+pub mod delivery;
 pub mod ring;
 
 pub use ring::{DEFAULT_VIRTUAL_NODES, HashRing, NodeIndex, RingError, sample_hash, series_hash};

@@ -69,11 +69,13 @@ pub fn build_sink(protocol: &metricshard_crds::OutputProtocol, http: reqwest::Cl
     let timeout_of = |timeout: &Option<metricshard_crds::Duration>, default| {
         timeout.as_ref().map_or(default, metricshard_crds::Duration::get)
     };
+    // A fanned-out protocol is built once per address (`OutputProtocol::for_address`).
+    let single_url = |url: &Option<String>| url.clone().ok_or_else(|| "fanOut outputs are built per address".to_owned());
     if let Some(file) = &protocol.file {
         return Ok(Box::new(file::FileSink::new(&file.path)));
     }
     if let Some(output) = &protocol.remote_write {
-        let mut config = remote_write::RemoteWriteConfig::new(&output.url);
+        let mut config = remote_write::RemoteWriteConfig::new(single_url(&output.url)?);
         config.timeout = timeout_of(&output.timeout, config.timeout);
         return remote_write::RemoteWriteSink::new(config, http).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| e.to_string());
     }
@@ -83,7 +85,7 @@ pub fn build_sink(protocol: &metricshard_crds::OutputProtocol, http: reqwest::Cl
             retention_policy: output.retention_policy.clone(),
             credentials: None,
         };
-        let mut config = influx::InfluxConfig::new(&output.url, api);
+        let mut config = influx::InfluxConfig::new(single_url(&output.url)?, api);
         config.precision = match output.precision {
             metricshard_crds::InfluxPrecision::Ns => influx::Precision::Nanoseconds,
             metricshard_crds::InfluxPrecision::Us => influx::Precision::Microseconds,
@@ -94,7 +96,7 @@ pub fn build_sink(protocol: &metricshard_crds::OutputProtocol, http: reqwest::Cl
         return influx::InfluxSink::new(config, http).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| e.to_string());
     }
     if let Some(output) = &protocol.open_tsdb {
-        let mut config = opentsdb::OpenTsdbConfig::new(&output.url);
+        let mut config = opentsdb::OpenTsdbConfig::new(single_url(&output.url)?);
         config.timeout = timeout_of(&output.timeout, config.timeout);
         return opentsdb::OpenTsdbSink::new(config, http).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| e.to_string());
     }
