@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod duration;
+pub mod host;
 pub mod input;
 pub mod manifest;
 pub mod output;
@@ -16,9 +17,10 @@ pub mod watch;
 
 pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;
+pub use host::{DeviceFilter, FilesystemFilter, HostCollector, HostSource};
 pub use input::{
     FileSd, HttpSd,
-    InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
+    InputSource, MetricInput, MetricInputSpec, MetricInputStatus, NodeGatherStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
     RelabelRule, Scheme,
 };
 pub use protocol::{FileOutput, InfluxOutput, InfluxPrecision, OpenTsdbOutput, OutputProtocol, RemoteWriteOutput, StdoutOutput};
