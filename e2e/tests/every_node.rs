@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, Client};
 use metricshard_e2e::release::{self, ChartPodProcess, ChartRelease};
 use metricshard_e2e::{Outcome, TestCluster, create_node, node_of, wait_for};
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ fn host_input(name: &str, placement: Value, label: (&str, &str)) -> DynamicObjec
     serde_json::from_value(json!({
         "apiVersion": "metricshard.io/v1alpha1",
         "kind": "MetricInput",
-        "metadata": { "name": name, "labels": { label.0: label.1 } },
+        "metadata": { "name": name, "labels": { (label.0): label.1 } },
         "spec": {
             "interval": "200ms",
             "source": { "host": { "collectors": ["loadavg", "meminfo"] } },
@@ -148,7 +148,7 @@ async fn every_node_inputs_follow_node_selectors() {
     let inputs = release::metric_inputs(&admin, &ns);
     let selected = host_input(
         "host-selected",
-        json!({ "mode": "EveryNode", "nodeSelector": { pool_key.clone(): "selected" } }),
+        json!({ "mode": "EveryNode", "nodeSelector": { (pool_key.clone()): "selected" } }),
         ("metricshard.io/placement", "EveryNode"),
     );
     inputs.create(&PostParams::default(), &selected).await.unwrap();
