@@ -84,6 +84,8 @@ pub struct PodIdentity {
     pub namespace: String,
     /// Node name (`NODE_NAME`), if known.
     pub node: Option<String>,
+    /// Every-node placement: how often the node's labels are re-read for `nodeSelector`s.
+    pub node_label_refresh: Duration,
 }
 
 /// The label selector of this collector's shard.
@@ -190,6 +192,14 @@ pub async fn run(
         cluster_outputs: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), watching.clone()),
         namespaces: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), watching.clone()),
     };
+    // Every-node placement: inputs run only where their nodeSelector admits this node.
+    let node_labels = match placement {
+        CollectorPlacement::EveryNode => Some(
+            crate::node_filter::NodeLabels::start(client.clone(), pod.node.clone(), pod.node_label_refresh, changed.clone(), shutdown.clone())
+                .await,
+        ),
+        CollectorPlacement::Sharded => None,
+    };
     tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
         () = stores.wait_until_ready() => {}
@@ -200,6 +210,7 @@ pub async fn run(
     let board = runtime.status_board();
     let mut written = HashMap::new();
     let mut handovers = HandoverTracker::new(pod.name.clone(), client.clone(), runtime.telemetry().clone());
+    let mut node_written = HashMap::new();
     // The Lease is renewed by its own task: an apply that waits for outputs to drain must never
     // delay a renewal past the Lease duration and cost this collector its inputs.
     let membership = CancellationToken::new();
@@ -211,7 +222,10 @@ pub async fn run(
     let output_status = tokio::spawn(crate::output_status::run_writer(client.clone(), pod.name.clone(), runtime.output_nodes(), output_status_stop.clone()));
     let mut result = Ok(());
     loop {
-        let desired = handovers.desired(stores.desired()).await;
+        let mut desired = handovers.desired(stores.desired()).await;
+        if let Some(node_labels) = &node_labels {
+            desired.inputs.retain(|_, input| node_labels.admits(&input.input));
+        }
         let report = runtime.apply(&desired).await;
         if report != Default::default() {
             tracing::info!(
@@ -249,7 +263,13 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             () = tokio::time::sleep(next_handover) => {}
-            _ = status_check.tick() => write_statuses(&client, &board, &stores.inputs, &mut written).await,
+            _ = status_check.tick() => match (placement, &pod.node) {
+                // Many collectors run an every-node input: each writes only its node's entry.
+                (CollectorPlacement::EveryNode, Some(node)) => {
+                    crate::every_node_status::write(&client, node, &board, &stores.inputs, &mut node_written).await;
+                }
+                _ => write_statuses(&client, &board, &stores.inputs, &mut written).await,
+            },
             ended = &mut renewal => {
                 result = match ended {
                     Ok(Err(error)) => Err(error),

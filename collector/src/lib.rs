@@ -7,12 +7,14 @@
 pub mod buffer;
 pub mod cluster;
 pub mod engine;
+pub mod every_node_status;
 pub mod fanout;
 pub mod handover;
 pub mod http;
 pub mod inputs;
 pub mod local;
 pub mod output_status;
+pub mod node_filter;
 pub mod outputs;
 pub mod pipeline;
 pub mod relabel;

@@ -48,6 +48,10 @@ struct Args {
     /// Cluster mode: the node this pod runs on.
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// Every-node placement: how often the node's labels are re-read to decide which inputs'
+    /// `placement.nodeSelector` admit this node (Go duration syntax).
+    #[arg(long, env = "METRICSHARD_NODE_LABEL_REFRESH", default_value = "30s", value_parser = metricshard_crds::Duration::parse)]
+    node_label_refresh: metricshard_crds::Duration,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICSHARD_LISTEN", default_value = "127.0.0.1:9750")]
     listen: SocketAddr,
@@ -141,7 +145,7 @@ async fn run_cluster(args: &Args, runtime: &mut Runtime, shutdown: CancellationT
         }
     };
     runtime.set_kubernetes(KubernetesContext::cluster(client.clone(), namespace.clone(), args.node_name.clone()));
-    let pod = PodIdentity { name, namespace, node: args.node_name.clone() };
+    let pod = PodIdentity { name, namespace, node: args.node_name.clone(), node_label_refresh: args.node_label_refresh.get() };
     match cluster::run(client, pod, args.placement, runtime, shutdown.clone(), on_applied).await {
         Ok(()) => true,
         Err(error) => {

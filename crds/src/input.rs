@@ -88,11 +88,15 @@ impl MetricInputSpec {
 /// What an input gathers. Exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.prometheus)].filter(x, x).size() == 1").message("exactly one source must be set"))]
+#[x_kube(validation = Rule::new("[has(self.prometheus), has(self.host)].filter(x, x).size() == 1").message("exactly one source must be set"))]
 pub struct InputSource {
     /// Scrape Prometheus exposition-format endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusSource>,
+    /// Metrics of the node the collector runs on, as node_exporter names them (use with
+    /// `placement.mode: EveryNode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<crate::host::HostSource>,
 }
 
 /// A Prometheus scrape of targets listed statically and/or discovered from files or an HTTP
@@ -281,14 +285,20 @@ impl Scheme {
 }
 
 /// Where an input's task runs.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.nodeSelector) || self.mode == 'EveryNode'").message("placement.nodeSelector needs placement.mode EveryNode").field_path(".nodeSelector"))]
 pub struct Placement {
     /// `Sharded`: exactly one collector of the StatefulSet runs the task. `EveryNode`: every
     /// node-local collector runs its own copy (for node-local sources). In local mode the one
     /// collector runs every input either way.
     #[serde(default)]
     pub mode: PlacementMode,
+    /// `EveryNode` only: the node labels (name → exact value) a collector's node must carry to
+    /// run the task, as a pod's `nodeSelector`. Unset: every node. Collectors re-read their
+    /// node's labels periodically, so relabelling a node starts or stops the task there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
 }
 
 /// How an input is placed on collectors.
@@ -328,4 +338,36 @@ pub struct MetricInputStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// `EveryNode` inputs: one entry per node whose collector runs the input, each written by
+    /// that collector (its own server-side-apply field manager) and removed when it stops
+    /// running the input there. `Ready` and `lastError` above are not written for such inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
+    pub nodes: Vec<NodeGatherStatus>,
+}
+
+/// How an `EveryNode` input fares on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGatherStatus {
+    /// The node.
+    pub node: String,
+    /// Whether the input's gathers succeed and its samples are delivered there: `True`,
+    /// `False` or `Unknown`, as the `Ready` condition of a sharded input.
+    pub ready: String,
+    /// CamelCase reason, as the `Ready` condition's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The problem there, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The generation the node's collector runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the node's collector last finished a gather without error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gather_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Samples produced by its last gather.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gather_samples: Option<i64>,
 }

@@ -8,6 +8,7 @@
 pub mod common;
 pub mod duration;
 pub mod fanout;
+pub mod host;
 pub mod input;
 pub mod kubernetes_sd;
 pub mod manifest;
@@ -21,9 +22,10 @@ pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;
 pub use fanout::{BackendNode, EffectiveNodes, FanOutMode, FanOutSpec};
 pub use output_status::{CollectorOutputStatus, NodeStatus, OutputStatus};
+pub use host::{DeviceFilter, FilesystemFilter, HostCollector, HostSource};
 pub use input::{
     FileSd, HttpSd,
-    InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
+    InputSource, MetricInput, MetricInputSpec, MetricInputStatus, NodeGatherStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
     RelabelRule, Scheme,
 };
 pub use kubernetes_sd::{KubernetesRole, KubernetesSd};

@@ -341,6 +341,7 @@ async fn rendered_chart_is_least_privilege_and_restricted() {
             "cluster: core/namespaces get",
             "cluster: core/namespaces list",
             "cluster: core/namespaces watch",
+            "cluster: core/nodes get",
             "cluster: core/nodes list",
             "cluster: core/nodes watch",
             "cluster: core/pods list",

@@ -179,6 +179,26 @@ const INVALID: &[(&str, &str, &str)] = &[
         "spec.source",
         "exactly one source must be set",
     ),
+    (
+        "metricinput-two-sources.yaml",
+        "spec.source",
+        "exactly one source must be set",
+    ),
+    (
+        "metricinput-host-path-relative.yaml",
+        "spec.source.host",
+        "host.procPath, host.sysPath and host.rootfsPath must be absolute paths",
+    ),
+    (
+        "metricinput-host-device-include-and-exclude.yaml",
+        "spec.source.host.netdev",
+        "at most one of deviceInclude and deviceExclude may be set",
+    ),
+    (
+        "metricinput-node-selector-sharded.yaml",
+        "spec.placement.nodeSelector",
+        "placement.nodeSelector needs placement.mode EveryNode",
+    ),
     // MetricInput, OpenAPI schema
     (
         "metricinput-interval-not-a-duration.yaml",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test bed runs: Redis, Prometheus (remote-write receiver),
-# VictoriaMetrics, InfluxDB 1.x, plus openssl and curl. Idempotent: when every program is
-# already on the machine it does nothing (not even `apt-get update`).
+# VictoriaMetrics, InfluxDB 1.x, node_exporter (the reference the host source is tested
+# against), plus openssl and curl. Idempotent: when every program is already on the machine it
+# does nothing (not even `apt-get update`).
 #
 # The test harness starts its own instances on free loopback ports with their own data dirs, so
 # any daemon the packages start is stopped again here (and kept from starting during install).
@@ -16,6 +17,7 @@ declare -A packages=(
 	[prometheus]=prometheus
 	[victoria-metrics]=victoria-metrics
 	[influxd]=influxdb
+	[prometheus-node-exporter]=prometheus-node-exporter
 	[openssl]=openssl
 	[curl]=curl
 )
@@ -61,7 +63,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Belt and braces: if some daemon started anyway (no policy honoured, systemd running), stop
 # and disable it so it holds neither ports nor data directories the tests might want.
-for service in redis-server prometheus victoria-metrics influxdb; do
+for service in redis-server prometheus victoria-metrics influxdb prometheus-node-exporter; do
 	if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
 		"${sudo[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || true
 	elif command -v service >/dev/null 2>&1; then

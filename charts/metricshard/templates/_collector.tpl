@@ -28,6 +28,9 @@ containers:
       - --placement={{ .placement }}
       - --listen=0.0.0.0:{{ $root.Values.metricsPort }}
       - --log-format={{ $root.Values.logFormat }}
+      {{- if eq .placement "every-node" }}
+      - --node-label-refresh={{ $root.Values.daemonset.nodeLabelRefresh }}
+      {{- end }}
       {{- with $values.extraArgs }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -41,12 +44,40 @@ containers:
       {{- toYaml .resources | nindent 6 }}
     securityContext:
       {{- toYaml $root.Values.containerSecurityContext | nindent 6 }}
-    {{- with $values.extraVolumeMounts }}
+    {{- $hostMetrics := and (eq .placement "every-node") $root.Values.daemonset.hostMetrics.enabled }}
+    {{- if or $values.extraVolumeMounts $hostMetrics }}
     volumeMounts:
+      {{- if $hostMetrics }}
+      - name: host-proc
+        mountPath: /host/proc
+        readOnly: true
+      - name: host-sys
+        mountPath: /host/sys
+        readOnly: true
+      - name: host-root
+        mountPath: /host/root
+        readOnly: true
+        mountPropagation: HostToContainer
+      {{- end }}
+      {{- with $values.extraVolumeMounts }}
       {{- toYaml . | nindent 6 }}
+      {{- end }}
     {{- end }}
-{{- with $values.extraVolumes }}
+{{- if or $values.extraVolumes $hostMetrics }}
 volumes:
+  {{- if $hostMetrics }}
+  - name: host-proc
+    hostPath:
+      path: /proc
+  - name: host-sys
+    hostPath:
+      path: /sys
+  - name: host-root
+    hostPath:
+      path: /
+  {{- end }}
+  {{- with $values.extraVolumes }}
   {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 {{- end }}

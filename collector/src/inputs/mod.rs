@@ -1,5 +1,6 @@
 //! Gather sources. Each source turns one tick into samples.
 
+pub mod host;
 pub mod prometheus;
 
 use std::sync::Arc;
@@ -19,6 +20,9 @@ pub enum BuildError {
     /// The Prometheus source is invalid.
     #[error(transparent)]
     Prometheus(#[from] prometheus::scrape::ScrapeConfigError),
+    /// The host source is invalid.
+    #[error(transparent)]
+    Host(#[from] host::HostError),
 }
 
 /// Builds the gatherer of an input's source. `kubernetes` is the collector's Kubernetes context
@@ -32,6 +36,9 @@ pub fn build_gatherer(
     let extra_labels = Labels::from_pairs(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let namespace = key.as_str().split_once('/').map_or("default", |(namespace, _)| namespace);
     let kubernetes = kubernetes.scope(namespace, spec.placement.mode);
+    if let Some(source) = &spec.source.host {
+        return Ok(Arc::new(host::HostGatherer::new(key, source, &extra_labels)?));
+    }
     match &spec.source.prometheus {
         Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client, kubernetes)?),
         None => Err(BuildError::NoSource),
