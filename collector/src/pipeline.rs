@@ -130,10 +130,10 @@ pub async fn run(
     let deadline = Instant::now() + settings.shutdown_grace;
     // Shutdown: finish the write in flight, take what is still queued, then write until empty or
     // out of time.
-    if let Some(write) = in_flight.take() {
-        if let Ok((id, count, result)) = tokio::time::timeout_at(deadline, write).await {
-            settle(&node, &settings, &mut *buffer, id, count, result).await;
-        }
+    if let Some(write) = in_flight.take()
+        && let Ok((id, count, result)) = tokio::time::timeout_at(deadline, write).await
+    {
+        settle(&node, &settings, &mut *buffer, id, count, result).await;
     }
     incoming.close();
     while let Some(samples) = incoming.recv().await {

@@ -63,8 +63,8 @@ async fn a_stopped_node_holds_up_no_other_and_catches_up_after_restart() {
         &manifests.join("inputs.yaml"),
         &format!(
             "{}---\n{}",
-            input_manifest("sharded", target, "200ms", "sharded"),
-            input_manifest("replicated", target, "200ms", "replicated")
+            input_manifest("sharded", target, "200ms", "150ms", "sharded"),
+            input_manifest("replicated", target, "200ms", "150ms", "replicated")
         ),
     );
     let mut collector = Collector::start(&manifests, work.path());
@@ -114,21 +114,25 @@ async fn a_stopped_node_holds_up_no_other_and_catches_up_after_restart() {
     .await;
     // Everything served before B came back has to be on both; take the count now.
     let replicated_at_restart = served_now;
+    // A scrape that timed out on the collector's side was served (numbered) but never gathered:
+    // such gaps are allowed exactly as often as the collector counted failed gathers.
+    let failed_replicated = collector.metric_sum("metricshard_input_gather_errors_total{input=\"demo/replicated\"").await as usize;
+    let failed_sharded = collector.metric_sum("metricshard_input_gather_errors_total{input=\"demo/sharded\"").await as usize;
     // Stop the collector cleanly (it flushes what it holds), then compare.
     assert!(collector.terminate().success());
     let last_replicated = served.of("replicated");
     let last_sharded = served.of("sharded");
 
     let (ra, rb) = (read_sequences(&a, "replicated").await, read_sequences(&b, "replicated").await);
-    assert_eq!(ra.gaps(), vec![], "A lost replicated samples");
-    assert_eq!(rb.gaps(), vec![], "B did not catch up on replicated samples");
+    assert!(ra.missing_scrapes().len() <= failed_replicated, "A lost replicated samples: {:?}", ra.gaps());
+    assert!(rb.missing_scrapes().len() <= failed_replicated, "B did not catch up on replicated samples: {:?}", rb.gaps());
     assert_eq!(ra.series(), SERIES);
     assert_eq!(ra.numbers, rb.numbers, "both addresses of the node hold the same samples");
     assert!(rb.lowest_highest() >= replicated_at_restart, "B holds {} of {replicated_at_restart}", rb.lowest_highest());
 
     let (sa, sb) = (read_sequences(&a, "sharded").await, read_sequences(&b, "sharded").await);
-    assert_eq!(sa.gaps(), vec![], "A lost sharded samples");
-    assert_eq!(sb.gaps(), vec![], "B did not catch up on sharded samples");
+    let sharded_missing: std::collections::BTreeSet<u64> = sa.missing_scrapes().union(&sb.missing_scrapes()).copied().collect();
+    assert!(sharded_missing.len() <= failed_sharded, "sharded samples lost: A {:?}, B {:?}", sa.gaps(), sb.gaps());
     // Every series on exactly one node, and complete there up to B's restart at least.
     for series in 0..SERIES {
         let name = series.to_string();

@@ -56,8 +56,8 @@ async fn slow_three_minute_backend_outage_is_fully_delivered_after_recovery() {
         &manifests.join("inputs.yaml"),
         &format!(
             "{}---\n{}",
-            input_manifest("via-redis", target, "500ms", "via-redis"),
-            input_manifest("in-memory", target, "500ms", "in-memory")
+            input_manifest("via-redis", target, "500ms", "400ms", "via-redis"),
+            input_manifest("in-memory", target, "500ms", "400ms", "in-memory")
         ),
     );
     let mut collector = Collector::start(&manifests, work.path());
@@ -93,17 +93,32 @@ async fn slow_three_minute_backend_outage_is_fully_delivered_after_recovery() {
             && collector.metric("metricshard_output_buffered_samples{output=\"MetricOutput/demo/via-redis\"}").await == Some(0.0)
     })
     .await;
+    // A scrape that timed out on the collector's side was served (numbered) but never gathered:
+    // such gaps are allowed exactly as often as the collector counted failed gathers.
+    let mut failed_gathers = Vec::new();
+    for input in ["via-redis", "in-memory"] {
+        failed_gathers.push(collector.metric_sum(&format!("metricshard_input_gather_errors_total{{input=\"demo/{input}\"")).await as usize);
+    }
     assert!(collector.terminate().success());
 
-    for (input, at_restart, during) in [("via-redis", restarted.0, during.0), ("in-memory", restarted.1, during.1)] {
+    for ((input, at_restart, during), failed) in
+        [("via-redis", restarted.0, during.0), ("in-memory", restarted.1, during.1)].into_iter().zip(failed_gathers)
+    {
         let report = read_sequences(&backend, input).await;
         let gaps = report.gaps();
-        assert!(gaps.is_empty(), "{input}: {} samples missing, first {:?}", gaps.len(), &gaps[..gaps.len().min(10)]);
+        let missing = report.missing_scrapes();
+        assert_eq!(gaps.len(), missing.len() * SERIES, "{input}: samples missing from only some series: {gaps:?}");
+        assert!(
+            missing.len() <= failed,
+            "{input}: scrapes {missing:?} missing, only {failed} failed gathers to explain them"
+        );
         assert_eq!(report.series(), SERIES);
         assert!(report.lowest_highest() >= at_restart, "{input}: holds up to {} of {at_restart}", report.lowest_highest());
         eprintln!(
-            "{input}: outage {outage_length:?}, {during} scrapes during it; scrapes 1..={} × {SERIES} series all delivered, {} duplicates",
+            "{input}: outage {outage_length:?}, {during} scrapes during it; scrapes 1..={} × {SERIES} series delivered \
+             except {} that failed on the collector's side ({failed} failed gathers counted), {} duplicates",
             report.lowest_highest(),
+            missing.len(),
             report.duplicates
         );
     }

@@ -94,6 +94,16 @@ const INVALID: &[(&str, &str, &str)] = &[
         "exactly one of url and fanOut must be set",
     ),
     (
+        "clustermetricoutput-influx-neither-url-nor-fan-out.yaml",
+        "spec.protocol.influx",
+        "exactly one of url and fanOut must be set",
+    ),
+    (
+        "metricoutput-fan-out-address-not-http.yaml",
+        "spec.protocol.remoteWrite.fanOut.nodes[0].addresses",
+        "every address must be an absolute http or https URL",
+    ),
+    (
         "clustermetricoutput-fan-out-address-relative.yaml",
         "spec.protocol.openTSDB.fanOut.nodes[0].addresses",
         "every address must be an absolute http or https URL",

@@ -88,6 +88,16 @@ impl Collector {
         body.lines().find(|line| line.starts_with(line_prefix))?.rsplit(' ').next()?.parse().ok()
     }
 
+    /// The sum of every sample whose line starts with `line_prefix` (all label combinations).
+    pub async fn metric_sum(&self, line_prefix: &str) -> f64 {
+        let client = metricshard_collector::build_http_client().unwrap();
+        let body = client.get(&self.metrics_url).send().await.unwrap().text().await.unwrap();
+        body.lines()
+            .filter(|line| line.starts_with(line_prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         self.child.wait().unwrap()

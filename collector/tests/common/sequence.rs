@@ -53,10 +53,10 @@ pub async fn start_sequence_target(series: usize) -> (SocketAddr, Served) {
 }
 
 /// A MetricInput in namespace `demo` scraping `/metrics/<name>` of `target` into `output`.
-pub fn input_manifest(name: &str, target: SocketAddr, interval: &str, output: &str) -> String {
+pub fn input_manifest(name: &str, target: SocketAddr, interval: &str, timeout: &str, output: &str) -> String {
     format!(
         "apiVersion: metricshard.io/v1alpha1\nkind: MetricInput\nmetadata: {{name: {name}, namespace: demo}}\n\
-         spec:\n  interval: {interval}\n  timeout: 100ms\n  source:\n    prometheus:\n      staticTargets: [\"{target}\"]\n      metricsPath: /metrics/{name}\n\
+         spec:\n  interval: {interval}\n  timeout: {timeout}\n  source:\n    prometheus:\n      staticTargets: [\"{target}\"]\n      metricsPath: /metrics/{name}\n\
          \x20 outputs:\n    - name: {output}\n"
     )
 }
@@ -92,6 +92,11 @@ impl SequenceReport {
             gaps.extend((1..=highest).filter(|n| !numbers.contains(n)).map(|n| (name.clone(), n)));
         }
         gaps
+    }
+
+    /// The scrape numbers missing from some series (each counts once, however many series miss it).
+    pub fn missing_scrapes(&self) -> BTreeSet<u64> {
+        self.gaps().into_iter().map(|(_, number)| number).collect()
     }
 
     /// The lowest of the series' highest numbers: every series holds at least this far.
