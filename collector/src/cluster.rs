@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Readiness, StatusBoard, TaskKey};
 use crate::routing::OutputId;
 use crate::runtime::{DesiredInput, DesiredOutput, DesiredState, Runtime};
+use crate::secret_watch::SecretWatches;
 use crate::sample::Labels;
 
 /// Label the operator writes on a sharded input: the pod name of the collector that runs it.
@@ -187,8 +188,11 @@ pub async fn run(
     let membership = CancellationToken::new();
     let mut renewal = tokio::spawn(renew_lease_until(leases.clone(), pod.clone(), placement, membership.clone()));
     let mut result = Ok(());
+    let mut secret_watches = SecretWatches::new(client.clone(), changed.clone(), shutdown.clone(), pod.namespace.clone());
     loop {
-        let report = runtime.apply(&stores.desired()).await;
+        let mut desired = stores.desired();
+        desired.secrets = secret_watches.follow(&desired).await;
+        let report = runtime.apply(&desired).await;
         if report != Default::default() {
             tracing::info!(
                 started = ?report.started, restarted = ?report.restarted, stopped = ?report.stopped,

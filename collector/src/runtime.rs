@@ -21,6 +21,7 @@ use crate::pipeline::{self, PipelineSettings};
 use crate::routing::{InputDestination, OutputEntry, OutputId, OutputRegistry};
 use crate::sample::Labels;
 use crate::schedule::Schedule;
+use crate::secrets::SecretStore;
 use crate::telemetry::Telemetry;
 
 /// An output as the desired state holds it.
@@ -69,6 +70,8 @@ pub struct DesiredState {
     pub outputs: BTreeMap<OutputId, DesiredOutput>,
     /// Labels of namespaces, for cluster output selectors.
     pub namespace_labels: BTreeMap<String, Labels>,
+    /// The Secrets inputs and outputs may reference.
+    pub secrets: SecretStore,
 }
 
 /// What one `apply` changed.
@@ -94,6 +97,8 @@ pub struct ApplyReport {
 /// unchanged broken spec is not rebuilt and re-reported on every apply).
 struct RunningOutput {
     generation: i64,
+    /// Hash of the Secret data the sink was built from; a change rebuilds it.
+    secrets_fingerprint: u64,
     pipeline: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
@@ -136,9 +141,13 @@ impl Runtime {
         let mut report = ApplyReport::default();
         self.registry.set_namespace_labels(desired.namespace_labels.clone());
         for (id, output) in &desired.outputs {
-            let current = self.outputs.get(id).map(|running| running.generation);
-            if current != Some(output.generation) {
-                match self.start_output(id.clone(), output).await {
+            let secrets_namespace = id.namespace.as_deref().unwrap_or(desired.secrets.cluster_namespace());
+            let mut resolver = desired.secrets.resolver(secrets_namespace);
+            let built = outputs::build_sink(&output.settings.protocol, self.http.clone(), &mut resolver);
+            let identity = (output.generation, resolver.fingerprint());
+            let current = self.outputs.get(id).map(|running| (running.generation, running.secrets_fingerprint));
+            if current != Some(identity) {
+                match self.start_output(id.clone(), output, identity.1, built).await {
                     Ok(()) => report.outputs_started.push(id.clone()),
                     Err(reason) => {
                         // Inputs using it count their samples as undeliverable (output_not_found).
@@ -165,7 +174,7 @@ impl Runtime {
             }
         }
         for (key, input) in &desired.inputs {
-            let spec = match self.task_spec(key, input) {
+            let spec = match self.task_spec(key, input, &desired.secrets) {
                 Ok(spec) => spec,
                 Err(reason) => {
                     // A task that cannot be built must not keep running an older generation
@@ -193,11 +202,13 @@ impl Runtime {
         }
     }
 
-    fn task_spec(&self, key: &TaskKey, desired: &DesiredInput) -> Result<TaskSpec, String> {
+    fn task_spec(&self, key: &TaskKey, desired: &DesiredInput, secrets: &SecretStore) -> Result<TaskSpec, String> {
         let input = &desired.input;
         let namespace = input.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let spec = &input.spec;
-        let gatherer = inputs::build_gatherer(key, spec, self.http.clone()).map_err(|e| e.to_string())?;
+        let mut secrets = secrets.resolver(&namespace);
+        let gatherer = inputs::build_gatherer(key, spec, self.http.clone(), &mut secrets).map_err(|e| e.to_string())?;
+        let secrets_fingerprint = secrets.fingerprint();
         let destination = InputDestination::new(
             key.clone(),
             namespace,
@@ -208,6 +219,7 @@ impl Runtime {
         );
         Ok(TaskSpec {
             generation: desired.generation,
+            secrets_fingerprint,
             schedule: Schedule::new(key.as_str(), spec.interval.get(), spec.effective_jitter()),
             timeout: spec.effective_timeout(),
             gatherer,
@@ -215,16 +227,21 @@ impl Runtime {
         })
     }
 
-    async fn start_output(&mut self, id: OutputId, output: &DesiredOutput) -> Result<(), String> {
+    async fn start_output(
+        &mut self,
+        id: OutputId,
+        output: &DesiredOutput,
+        secrets_fingerprint: u64,
+        sink: Result<Box<dyn Sink>, String>,
+    ) -> Result<(), String> {
         // Stop the old generation first: it flushes what it holds with its own settings.
         self.stop_output(&id).await;
         // A Redis buffer connects lazily and retries on its own: only a bad URL fails here.
-        let built = outputs::build_sink(&output.settings.protocol, self.http.clone())
-            .and_then(|sink| Ok((sink, buffer::spec::build(&output.settings.buffer, &id).map_err(|e| e.to_string())?)));
+        let built = sink.and_then(|sink| Ok((sink, buffer::spec::build(&output.settings.buffer, &id).map_err(|e| e.to_string())?)));
         let (sink, buffer): (Box<dyn Sink>, _) = match built {
             Ok(built) => built,
             Err(reason) => {
-                self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: None });
+                self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: None });
                 return Err(reason);
             }
         };
@@ -240,7 +257,7 @@ impl Runtime {
             self.telemetry.clone(),
         ));
         self.registry.insert(id.clone(), OutputEntry { sender, namespace_selector: output.namespace_selector.clone() });
-        self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: Some((cancel, handle)) });
+        self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: Some((cancel, handle)) });
         Ok(())
     }
 
@@ -289,7 +306,7 @@ mod tests {
                 protocol: OutputProtocol {
                     stdout: None,
                     file: None,
-                    remote_write: Some(RemoteWriteOutput { url: url.to_owned(), timeout: None }),
+                    remote_write: Some(RemoteWriteOutput { url: url.to_owned(), timeout: None, basic_auth: None, authorization: None }),
                     influx: None,
                     open_tsdb: None,
                 },

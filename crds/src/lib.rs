@@ -12,10 +12,12 @@ pub mod manifest;
 pub mod output;
 pub mod protocol;
 pub mod schema_check;
+pub mod secret_ref;
 pub mod watch;
 
 pub use common::{ObjectStatus, OutputKind, OutputRef};
 pub use duration::Duration;
+pub use secret_ref::{Authorization, BasicAuth, SecretKeySelector, SecretOrConfigMap, TlsConfig};
 pub use input::{
     FileSd, HttpSd,
     InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,

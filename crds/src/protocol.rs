@@ -4,6 +4,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
+use crate::secret_ref::{Authorization, BasicAuth};
 
 /// Protocol and destination of an output. Exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,6 +49,7 @@ pub struct FileOutput {
 /// A Prometheus remote-write endpoint.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.basicAuth) && has(self.authorization))").message("at most one of basicAuth and authorization may be set"))]
 pub struct RemoteWriteOutput {
     /// Full URL of the endpoint, e.g. `http://victoria-metrics:8428/api/v1/write`.
     #[schemars(length(min = 1, max = 2048))]
@@ -56,6 +58,13 @@ pub struct RemoteWriteOutput {
     /// How long one write may take before it is abandoned and retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// HTTP basic authentication, from Secrets (see [`crate::secret_ref`] for their namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// An `Authorization` header (`Bearer <token>` by default), the credentials from a Secret.
+    /// At most one of `basicAuth` and `authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
 }
 
 /// An InfluxDB 1.x `/write` endpoint.
@@ -79,6 +88,10 @@ pub struct InfluxOutput {
     /// How long one write may take before it is abandoned and retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// InfluxDB 1.x user name and password, from Secrets, sent as HTTP basic authentication
+    /// (which 1.x accepts like its `u`/`p` parameters, keeping the password out of URLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
 }
 
 /// Timestamp precision of Influx line protocol.

@@ -35,6 +35,7 @@ pub enum UpdateOutcome {
 
 struct RunningTask {
     generation: i64,
+    secrets_fingerprint: u64,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -75,10 +76,11 @@ impl TaskSupervisor {
         Ok(())
     }
 
-    /// Restarts the task when `spec.generation` differs from the running one; otherwise leaves it.
+    /// Restarts the task when `spec.generation` or `spec.secrets_fingerprint` differs from the
+    /// running one; otherwise leaves it.
     pub async fn update(&mut self, key: TaskKey, spec: TaskSpec) -> Result<UpdateOutcome, SupervisorError> {
         let Some(current) = self.tasks.get(&key) else { return Err(SupervisorError::NotFound(key)) };
-        if current.generation == spec.generation {
+        if current.generation == spec.generation && current.secrets_fingerprint == spec.secrets_fingerprint {
             return Ok(UpdateOutcome::Unchanged);
         }
         if let Some(old) = self.tasks.remove(&key) {
@@ -120,10 +122,11 @@ impl TaskSupervisor {
     fn spawn(&self, key: TaskKey, spec: TaskSpec) -> RunningTask {
         let cancel = self.root.child_token();
         let generation = spec.generation;
+        let secrets_fingerprint = spec.secrets_fingerprint;
         self.telemetry.task_starts.get_or_create(&InputLabels { input: key.to_string() }).inc();
         self.status.update(&key, |status| *status = super::TaskStatus { generation, ..Default::default() });
         let handle = tokio::spawn(supervise(key, spec, cancel.clone(), self.telemetry.clone(), self.status.clone()));
-        RunningTask { generation, cancel, handle }
+        RunningTask { generation, secrets_fingerprint, cancel, handle }
     }
 }
 
@@ -228,6 +231,7 @@ mod tests {
     fn spec(key: &str, generation: i64, id: u32, log: &Log, behaviour: Behaviour) -> TaskSpec {
         TaskSpec {
             generation,
+            secrets_fingerprint: 0,
             schedule: Schedule::new(key, Duration::from_millis(40), Duration::ZERO),
             timeout: Duration::from_millis(30),
             gatherer: Arc::new(TestGatherer { id, log: log.clone(), behaviour }),

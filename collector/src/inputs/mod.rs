@@ -8,6 +8,7 @@ use metricshard_crds::MetricInputSpec;
 
 use crate::engine::{Gatherer, TaskKey};
 use crate::sample::Labels;
+use crate::secrets::SecretResolver;
 
 /// Why an input's source could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +21,17 @@ pub enum BuildError {
     Prometheus(#[from] prometheus::scrape::ScrapeConfigError),
 }
 
-/// Builds the gatherer of an input's source.
-pub fn build_gatherer(key: &TaskKey, spec: &MetricInputSpec, client: reqwest::Client) -> Result<Arc<dyn Gatherer>, BuildError> {
+/// Builds the gatherer of an input's source; Secrets are resolved through `secrets` (in the
+/// input's namespace), which remembers what was read for the restart fingerprint.
+pub fn build_gatherer(
+    key: &TaskKey,
+    spec: &MetricInputSpec,
+    client: reqwest::Client,
+    secrets: &mut SecretResolver<'_>,
+) -> Result<Arc<dyn Gatherer>, BuildError> {
     let extra_labels = Labels::from_pairs(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     match &spec.source.prometheus {
-        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client)?),
+        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client, secrets)?),
         None => Err(BuildError::NoSource),
     }
 }
