@@ -39,6 +39,7 @@ use crate::engine::{Readiness, StatusBoard, TaskKey};
 use crate::handover::HandoverTracker;
 use crate::routing::OutputId;
 use crate::runtime::{DesiredInput, DesiredOutput, DesiredState, Runtime};
+use crate::secret_watch::SecretWatches;
 use crate::sample::Labels;
 
 /// Label the operator writes on a sharded input: the pod name of the collector that runs it.
@@ -221,8 +222,10 @@ pub async fn run(
     let output_status_stop = CancellationToken::new();
     let output_status = tokio::spawn(crate::output_status::run_writer(client.clone(), pod.name.clone(), runtime.output_nodes(), output_status_stop.clone()));
     let mut result = Ok(());
+    let mut secret_watches = SecretWatches::new(client.clone(), changed.clone(), shutdown.clone(), pod.namespace.clone());
     loop {
         let mut desired = handovers.desired(stores.desired()).await;
+        desired.secrets = secret_watches.follow(&desired).await;
         if let Some(node_labels) = &node_labels {
             desired.inputs.retain(|_, input| node_labels.admits(&input.input));
         }

@@ -22,6 +22,8 @@ pub mod routing;
 pub mod runtime;
 pub mod sample;
 pub mod schedule;
+pub mod secret_watch;
+pub mod secrets;
 pub mod telemetry;
 
 /// Builds the HTTP client every scrape and output uses. It first installs rustls' ring crypto
@@ -31,4 +33,14 @@ pub fn build_http_client() -> Result<reqwest::Client, reqwest::Error> {
     // Err only means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().user_agent(concat!("metricshard/", env!("CARGO_PKG_VERSION"))).build()
+}
+
+/// Builds an HTTP client like [`build_http_client`] but with its own TLS settings (a scrape's
+/// `tlsConfig`: private CAs, a client certificate, a server name to verify).
+pub fn build_http_client_with_tls(tls: rustls::ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("metricshard/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(tls)
+        .build()
 }

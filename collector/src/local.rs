@@ -179,6 +179,7 @@ fn identity(object: &ManifestObject) -> String {
         }
         ManifestObject::ClusterOutput(output) => format!("ClusterMetricOutput {}", output.metadata.name.as_deref().unwrap_or("")),
         ManifestObject::Namespace { name, .. } => format!("Namespace {name}"),
+        ManifestObject::Secret(secret) => format!("Secret {}/{}", secret.namespace, secret.name),
     }
 }
 
@@ -222,6 +223,7 @@ fn add_to_desired(desired: &mut DesiredState, object: ManifestObject) {
         ManifestObject::Namespace { name, labels } => {
             desired.namespace_labels.insert(name, Labels::from_pairs(labels));
         }
+        ManifestObject::Secret(secret) => desired.secrets.insert(secret.namespace, secret.name, secret.data),
     }
 }
 

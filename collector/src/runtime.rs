@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{SupervisorError, TaskKey, TaskSpec, TaskSupervisor, TickWindow, UpdateOutcome};
 use crate::inputs;
+use crate::outputs::{self, Sink};
 use crate::routing::{InputDestination, OutputEntry, OutputId, OutputRegistry};
 use crate::sample::Labels;
 use crate::schedule::Schedule;
+use crate::secrets::SecretStore;
 use crate::telemetry::Telemetry;
 
 /// An output as the desired state holds it.
@@ -69,6 +71,8 @@ pub struct DesiredState {
     pub outputs: BTreeMap<OutputId, DesiredOutput>,
     /// Labels of namespaces, for cluster output selectors.
     pub namespace_labels: BTreeMap<String, Labels>,
+    /// The Secrets inputs and outputs may reference.
+    pub secrets: SecretStore,
 }
 
 /// What one `apply` changed.
@@ -94,6 +98,8 @@ pub struct ApplyReport {
 /// unchanged broken spec is not rebuilt and re-reported on every apply).
 struct RunningOutput {
     generation: i64,
+    /// Hash of the Secret data the sink was built from; a change rebuilds it.
+    secrets_fingerprint: u64,
     pipeline: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
@@ -154,9 +160,17 @@ impl Runtime {
         let mut report = ApplyReport::default();
         self.registry.set_namespace_labels(desired.namespace_labels.clone());
         for (id, output) in &desired.outputs {
-            let current = self.outputs.get(id).map(|running| running.generation);
-            if current != Some(output.generation) {
-                match self.start_output(id.clone(), output).await {
+            let secrets_namespace = id.namespace.as_deref().unwrap_or(desired.secrets.cluster_namespace());
+            let mut resolver = desired.secrets.resolver(secrets_namespace);
+            // Building the sinks reads the output's Secrets: their fingerprint decides a restart.
+            let http = &self.http;
+            let built = crate::fanout::delivery::build_sinks(&output.settings.protocol, |protocol| {
+                outputs::build_sink(protocol, http.clone(), &mut resolver)
+            });
+            let identity = (output.generation, resolver.fingerprint());
+            let current = self.outputs.get(id).map(|running| (running.generation, running.secrets_fingerprint));
+            if current != Some(identity) {
+                match self.start_output(id.clone(), output, identity.1, built).await {
                     Ok(()) => report.outputs_started.push(id.clone()),
                     Err(reason) => {
                         // Inputs using it count their samples as undeliverable (output_not_found).
@@ -183,7 +197,7 @@ impl Runtime {
             }
         }
         for (key, input) in &desired.inputs {
-            let spec = match self.task_spec(key, input) {
+            let spec = match self.task_spec(key, input, &desired.secrets) {
                 Ok(spec) => spec,
                 Err(reason) => {
                     // A task that cannot be built must not keep running an older generation
@@ -211,11 +225,14 @@ impl Runtime {
         }
     }
 
-    fn task_spec(&self, key: &TaskKey, desired: &DesiredInput) -> Result<TaskSpec, String> {
+    fn task_spec(&self, key: &TaskKey, desired: &DesiredInput, secrets: &SecretStore) -> Result<TaskSpec, String> {
         let input = &desired.input;
         let namespace = input.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let spec = &input.spec;
-        let gatherer = inputs::build_gatherer(key, spec, self.http.clone(), &self.kubernetes).map_err(|e| e.to_string())?;
+        let mut secrets = secrets.resolver(&namespace);
+        let gatherer =
+            inputs::build_gatherer(key, spec, self.http.clone(), &self.kubernetes, &mut secrets).map_err(|e| e.to_string())?;
+        let secrets_fingerprint = secrets.fingerprint();
         let destination = InputDestination::new(
             key.clone(),
             namespace,
@@ -226,6 +243,7 @@ impl Runtime {
         );
         Ok(TaskSpec {
             generation: desired.generation,
+            secrets_fingerprint,
             schedule: Schedule::new(key.as_str(), spec.interval.get(), spec.effective_jitter()),
             timeout: spec.effective_timeout(),
             gatherer,
@@ -234,17 +252,30 @@ impl Runtime {
         })
     }
 
-    async fn start_output(&mut self, id: OutputId, output: &DesiredOutput) -> Result<(), String> {
+    async fn start_output(
+        &mut self,
+        id: OutputId,
+        output: &DesiredOutput,
+        secrets_fingerprint: u64,
+        sinks: Result<Vec<Box<dyn Sink>>, String>,
+    ) -> Result<(), String> {
         // Stop the old generation first: it flushes what it holds with its own settings.
         self.stop_output(&id).await;
         // A Redis buffer connects lazily and retries on its own: only a bad URL fails here.
+        let sinks = match sinks {
+            Ok(sinks) => sinks,
+            Err(reason) => {
+                self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: None });
+                return Err(reason);
+            }
+        };
         let (sender, receiver) = mpsc::channel(OUTPUT_CHANNEL_DEPTH);
         let cancel = CancellationToken::new();
         let started = crate::fanout::delivery::start(
             &id,
             output.generation,
             &output.settings,
-            &self.http,
+            sinks,
             &self.telemetry,
             receiver,
             cancel.clone(),
@@ -252,12 +283,12 @@ impl Runtime {
         let handle = match started {
             Ok(handle) => handle,
             Err(reason) => {
-                self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: None });
+                self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: None });
                 return Err(reason.to_string());
             }
         };
         self.registry.insert(id.clone(), OutputEntry { sender, namespace_selector: output.namespace_selector.clone() });
-        self.outputs.insert(id, RunningOutput { generation: output.generation, pipeline: Some((cancel, handle)) });
+        self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: Some((cancel, handle)) });
         Ok(())
     }
 
@@ -306,7 +337,13 @@ mod tests {
                 protocol: OutputProtocol {
                     stdout: None,
                     file: None,
-                    remote_write: Some(RemoteWriteOutput { url: Some(url.to_owned()), fan_out: None, timeout: None }),
+                    remote_write: Some(RemoteWriteOutput {
+                        url: Some(url.to_owned()),
+                        fan_out: None,
+                        timeout: None,
+                        basic_auth: None,
+                        authorization: None,
+                    }),
                     influx: None,
                     open_tsdb: None,
                 },

@@ -104,6 +104,7 @@ pub struct InputSource {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.staticTargets) && size(self.staticTargets) > 0) || has(self.fileSD) || has(self.httpSD) || (has(self.kubernetesSD) && size(self.kubernetesSD) > 0)").message("at least one of staticTargets, fileSD, httpSD and kubernetesSD must be set"))]
+#[x_kube(validation = Rule::new("!(has(self.basicAuth) && has(self.authorization))").message("at most one of basicAuth and authorization may be set"))]
 pub struct PrometheusSource {
     /// Targets as `host:port`, scraped at `scheme://host:port{metricsPath}`. Each target's samples
     /// carry `instance="host:port"` and `job="<namespace>/<name>"` unless they already have them.
@@ -147,6 +148,50 @@ pub struct PrometheusSource {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub metric_relabel_configs: Vec<RelabelRule>,
+    /// As Prometheus' `honor_labels`. `false` (the default): when a scraped label has the name
+    /// of a target label (`job`, `instance`, relabeling results, `spec.labels`), the target's
+    /// value wins and the scraped one is kept as `exported_<name>`. `true`: the scraped value
+    /// wins and the target label is left out (for federation and Pushgateway).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub honor_labels: bool,
+    /// As Prometheus' `honor_timestamps` (default `true`): keep the timestamps targets expose.
+    /// `false` stamps every sample with the tick time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honor_timestamps: Option<bool>,
+    /// Most samples one target's scrape may yield after metric relabeling; more fail the whole
+    /// scrape of that target (`up` 0, nothing else written), as Prometheus' `sample_limit`.
+    /// 0 or unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_limit: Option<u64>,
+    /// Most labels (the metric name included) a sample may have after relabeling; a sample with
+    /// more fails the whole scrape of its target, as Prometheus' `label_limit`. 0 or unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_limit: Option<u64>,
+    /// Longest label name in bytes, as Prometheus' `label_name_length_limit`; a longer one fails
+    /// the whole scrape of its target. 0 or unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_name_length_limit: Option<u64>,
+    /// Longest label value (the metric name included) in bytes, as Prometheus'
+    /// `label_value_length_limit`; a longer one fails the whole scrape of its target. 0 or unset:
+    /// no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_value_length_limit: Option<u64>,
+    /// Largest uncompressed response body, as Prometheus' `body_size_limit`, in the Prometheus
+    /// Operator's syntax (`512KiB`, `10MB`, base 2 either way); a larger body fails the scrape of
+    /// its target. `0` means no limit; unset means 64MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^(0|([0-9]*[.])?[0-9]+((K|M|G|T|E|P)i?)?B)$"))]
+    pub body_size_limit: Option<String>,
+    /// TLS settings of `https` scrapes; Secrets are read from the input's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<crate::secret_ref::TlsConfig>,
+    /// HTTP basic authentication of every scrape, from Secrets of the input's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<crate::secret_ref::BasicAuth>,
+    /// An `Authorization` header on every scrape (`Bearer <token>` by default), the credentials
+    /// from a Secret of the input's namespace. At most one of `basicAuth` and `authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<crate::secret_ref::Authorization>,
 }
 
 /// File-based discovery, as Prometheus' `file_sd_configs`: every file holds a list of target

@@ -16,6 +16,7 @@ pub mod output;
 pub mod output_status;
 pub mod protocol;
 pub mod schema_check;
+pub mod secret_ref;
 pub mod watch;
 
 pub use common::{ObjectStatus, OutputKind, OutputRef};
@@ -23,6 +24,7 @@ pub use duration::Duration;
 pub use fanout::{BackendNode, EffectiveNodes, FanOutMode, FanOutSpec};
 pub use output_status::{CollectorOutputStatus, NodeStatus, OutputStatus};
 pub use host::{DeviceFilter, FilesystemFilter, HostCollector, HostSource};
+pub use secret_ref::{Authorization, BasicAuth, SecretKeySelector, SecretOrConfigMap, TlsConfig};
 pub use input::{
     FileSd, HttpSd,
     InputSource, MetricInput, MetricInputSpec, MetricInputStatus, NodeGatherStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,

@@ -33,6 +33,8 @@ pub enum ManifestObject {
         /// Its labels as written.
         labels: BTreeMap<String, String>,
     },
+    /// A core `Secret` (local mode reads credentials from these).
+    Secret(crate::secret_ref::SecretDocument),
 }
 
 /// A problem with one field of one document.
@@ -114,6 +116,16 @@ fn parse_object(document: usize, json: Value) -> Option<Result<ManifestObject, D
     let kind = string_at(&json, "/kind").unwrap_or_default().to_owned();
     if api_version == "v1" && kind == "Namespace" {
         return Some(parse_namespace(document, &json));
+    }
+    if api_version == "v1" && kind == "Secret" {
+        let label = |secret: &str| format!("Secret {}/{secret}", string_at(&json, "/metadata/namespace").unwrap_or("default"));
+        return Some(crate::secret_ref::SecretDocument::from_json(&json).map(ManifestObject::Secret).map_err(|problems| {
+            DocumentError {
+                document,
+                object: Some(label(string_at(&json, "/metadata/name").unwrap_or_default())),
+                problems: problems.into_iter().map(|(path, message)| FieldProblem { path, message }).collect(),
+            }
+        }));
     }
     if !api_version.starts_with("metricshard.io/") {
         if api_version.is_empty() || kind.is_empty() {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::fanout::{EffectiveNodes, FanOutSpec};
+use crate::secret_ref::{Authorization, BasicAuth};
 
 /// Protocol and destination of an output. Exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -50,6 +51,7 @@ pub struct FileOutput {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.fanOut)").message("exactly one of url and fanOut must be set"))]
+#[x_kube(validation = Rule::new("!(has(self.basicAuth) && has(self.authorization))").message("at most one of basicAuth and authorization may be set"))]
 pub struct RemoteWriteOutput {
     /// Full URL of the endpoint (one backend; see `fanOut` for several), e.g. `http://victoria-metrics:8428/api/v1/write`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +66,13 @@ pub struct RemoteWriteOutput {
     /// How long one write may take before it is abandoned and retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// HTTP basic authentication, from Secrets (see [`crate::secret_ref`] for their namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// An `Authorization` header (`Bearer <token>` by default), the credentials from a Secret.
+    /// At most one of `basicAuth` and `authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
 }
 
 /// An InfluxDB 1.x `/write` endpoint.
@@ -95,6 +104,10 @@ pub struct InfluxOutput {
     /// How long one write may take before it is abandoned and retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// InfluxDB 1.x user name and password, from Secrets, sent as HTTP basic authentication
+    /// (which 1.x accepts like its `u`/`p` parameters, keeping the password out of URLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
 }
 
 /// Timestamp precision of Influx line protocol.

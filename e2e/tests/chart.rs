@@ -346,6 +346,9 @@ async fn rendered_chart_is_least_privilege_and_restricted() {
             "cluster: core/nodes watch",
             "cluster: core/pods list",
             "cluster: core/pods watch",
+            "cluster: core/secrets get",
+            "cluster: core/secrets list",
+            "cluster: core/secrets watch",
             "cluster: core/services list",
             "cluster: core/services watch",
             "cluster: discovery.k8s.io/endpointslices list",
@@ -800,11 +803,26 @@ async fn installed_chart_creates_pods_and_its_rbac_keeps_collectors_off_specs() 
             .await,
         "collector patches a ClusterMetricOutput",
     );
+    // Secrets: read (the ones its inputs and outputs name, watched one by one), never written.
+    let secrets = Api::<Secret>::namespaced(as_collector.clone(), tenant.name());
+    secrets
+        .list(&ListParams::default().fields("metadata.name=scrape-auth"))
+        .await
+        .expect("collector reads a referenced Secret");
     assert_forbidden(
-        Api::<Secret>::namespaced(as_collector.clone(), tenant.name())
-            .list(&ListParams::default())
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": { "name": "planted" },
+                    "stringData": { "k": "v" },
+                }))
+                .unwrap(),
+            )
             .await,
-        "collector lists Secrets (not until outputs authenticate)",
+        "collector creates a Secret",
     );
 
     // ...but status, yes; and the status subresource ignores a spec sent along with it.

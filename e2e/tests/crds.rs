@@ -230,6 +230,37 @@ const INVALID: &[(&str, &str, &str)] = &[
         "spec.intervall",
         "unknown field",
     ),
+    // Scrape options and Secret references
+    (
+        "metricinput-basic-auth-and-authorization.yaml",
+        "spec.source.prometheus",
+        "at most one of basicAuth and authorization may be set",
+    ),
+    (
+        "metricinput-authorization-type-basic.yaml",
+        "spec.source.prometheus.authorization.type",
+        "authorization.type cannot be Basic; use basicAuth",
+    ),
+    (
+        "metricinput-tls-cert-without-key.yaml",
+        "spec.source.prometheus.tlsConfig",
+        "tlsConfig.cert and tlsConfig.keySecret must be set together",
+    ),
+    (
+        "metricinput-body-size-limit-invalid.yaml",
+        "spec.source.prometheus.bodySizeLimit",
+        "should match",
+    ),
+    (
+        "metricinput-secret-ref-with-namespace.yaml",
+        "spec.source.prometheus.authorization.credentials.namespace",
+        "unknown field",
+    ),
+    (
+        "metricoutput-remote-write-basic-auth-and-authorization.yaml",
+        "spec.protocol.remoteWrite",
+        "at most one of basicAuth and authorization may be set",
+    ),
     // MetricOutput
     (
         "metricoutput-flush-interval-zero.yaml",

@@ -82,7 +82,8 @@ impl GatherError {
 }
 
 /// Every `reason` label value gather errors may carry (for cleanup of removed inputs).
-pub const GATHER_ERROR_REASONS: &[&str] = &["timeout", "panic", "target", "parse", "http", "source", "discovery"];
+pub const GATHER_ERROR_REASONS: &[&str] =
+    &["timeout", "panic", "target", "parse", "http", "source", "discovery", "limit", "secret", "config"];
 
 /// A source of samples, called once per tick.
 pub trait Gatherer: Send + Sync + 'static {
@@ -101,6 +102,9 @@ pub trait Destination: Send + Sync + 'static {
 pub struct TaskSpec {
     /// Restart only when this changes (the input's `metadata.generation`).
     pub generation: i64,
+    /// A hash of the Secret data the task was built from (0 when it reads none); a change
+    /// restarts the task like a new generation, without showing in its status.
+    pub secrets_fingerprint: u64,
     /// When to gather.
     pub schedule: Schedule,
     /// Longest a gather may take.

@@ -40,6 +40,7 @@ pub enum UpdateOutcome {
 struct RunningTask {
     generation: i64,
     window: watch::Sender<TickWindow>,
+    secrets_fingerprint: u64,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -80,11 +81,11 @@ impl TaskSupervisor {
         Ok(())
     }
 
-    /// Restarts the task when `spec.generation` differs from the running one; otherwise leaves it
-    /// running, handing it `spec.window` if that changed.
+    /// Restarts the task when `spec.generation` or `spec.secrets_fingerprint` differs from the
+    /// running one; otherwise leaves it running, handing it `spec.window` if that changed.
     pub async fn update(&mut self, key: TaskKey, spec: TaskSpec) -> Result<UpdateOutcome, SupervisorError> {
         let Some(current) = self.tasks.get(&key) else { return Err(SupervisorError::NotFound(key)) };
-        if current.generation == spec.generation {
+        if current.generation == spec.generation && current.secrets_fingerprint == spec.secrets_fingerprint {
             // `send_if_modified` tells the loop only about a real change.
             let changed = current.window.send_if_modified(|window| std::mem::replace(window, spec.window) != spec.window);
             return Ok(if changed { UpdateOutcome::WindowChanged } else { UpdateOutcome::Unchanged });
@@ -133,11 +134,12 @@ impl TaskSupervisor {
     fn spawn(&self, key: TaskKey, spec: TaskSpec) -> RunningTask {
         let cancel = self.root.child_token();
         let generation = spec.generation;
+        let secrets_fingerprint = spec.secrets_fingerprint;
         self.telemetry.task_starts.get_or_create(&InputLabels { input: key.to_string() }).inc();
         self.status.update(&key, |status| *status = super::TaskStatus { generation, ..Default::default() });
         let (window, window_changes) = watch::channel(spec.window);
         let handle = tokio::spawn(supervise(key, spec, window_changes, cancel.clone(), self.telemetry.clone(), self.status.clone()));
-        RunningTask { generation, window, cancel, handle }
+        RunningTask { generation, secrets_fingerprint, window, cancel, handle }
     }
 }
 
@@ -250,6 +252,7 @@ mod tests {
     fn spec(key: &str, generation: i64, id: u32, log: &Log, behaviour: Behaviour) -> TaskSpec {
         TaskSpec {
             generation,
+            secrets_fingerprint: 0,
             schedule: Schedule::new(key, Duration::from_millis(40), Duration::ZERO),
             timeout: Duration::from_millis(30),
             gatherer: Arc::new(TestGatherer { id, log: log.clone(), behaviour }),

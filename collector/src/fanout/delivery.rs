@@ -21,7 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::{FanOut, RingError};
 use crate::buffer;
 use crate::output_status::NodeHandle;
-use crate::outputs;
+use crate::outputs::Sink;
 use crate::pipeline::{self, PipelineSettings};
 use crate::routing::OutputId;
 use crate::runtime::OwnedOutputSettings;
@@ -175,6 +175,23 @@ fn buffer_share(spec: &BufferSpec, destinations: usize) -> BufferSpec {
     spec
 }
 
+/// Builds one sink per destination of an output, in the order of its plan, with `build` (which
+/// resolves the output's Secrets, so the caller can fingerprint what was read).
+pub fn build_sinks(
+    protocol: &OutputProtocol,
+    mut build: impl FnMut(&OutputProtocol) -> Result<Box<dyn Sink>, String>,
+) -> Result<Vec<Box<dyn Sink>>, String> {
+    let plan = OutputPlan::of(protocol).map_err(|error| error.to_string())?;
+    let single = plan.is_single();
+    plan.destinations()
+        .iter()
+        .map(|destination| {
+            let protocol = if single { protocol.clone() } else { protocol.for_address(&destination.address) };
+            build(&protocol).map_err(|reason| DeliveryError::Sink { address: destination.address.clone(), reason }.to_string())
+        })
+        .collect()
+}
+
 /// Builds the sinks and buffers of every destination of `output` and starts its router and
 /// delivery loops. The returned task ends once `cancel` fired (or `incoming` closed) and every
 /// delivery loop has drained within its grace period. Registers the destinations' handles on
@@ -183,7 +200,7 @@ pub fn start(
     output: &OutputId,
     generation: i64,
     settings: &OwnedOutputSettings,
-    http: &reqwest::Client,
+    sinks: Vec<Box<dyn Sink>>,
     telemetry: &Telemetry,
     incoming: mpsc::Receiver<Vec<Sample>>,
     cancel: CancellationToken,
@@ -192,10 +209,7 @@ pub fn start(
     let single = plan.is_single();
     let share = buffer_share(&settings.buffer, plan.destinations().len());
     let mut loops = Vec::with_capacity(plan.destinations().len());
-    for destination in plan.destinations() {
-        let protocol = if single { settings.protocol.clone() } else { settings.protocol.for_address(&destination.address) };
-        let sink = outputs::build_sink(&protocol, http.clone())
-            .map_err(|reason| DeliveryError::Sink { address: destination.address.clone(), reason })?;
+    for (destination, sink) in plan.destinations().iter().zip(sinks) {
         let queue = (!single).then(|| destination.queue_name());
         let buffer = buffer::spec::build_queue(&share, output, queue.as_deref())?;
         loops.push((destination.clone(), sink, buffer));

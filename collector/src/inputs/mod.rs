@@ -10,6 +10,7 @@ use metricshard_crds::MetricInputSpec;
 use crate::engine::{Gatherer, TaskKey};
 use crate::sample::Labels;
 pub use prometheus::discovery::kubernetes::KubernetesContext;
+use crate::secrets::SecretResolver;
 
 /// Why an input's source could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +27,15 @@ pub enum BuildError {
 }
 
 /// Builds the gatherer of an input's source. `kubernetes` is the collector's Kubernetes context
-/// (for `kubernetesSD`), scoped here to the input's namespace and placement.
+/// (for `kubernetesSD`), scoped here to the input's namespace and placement; Secrets are resolved
+/// through `secrets` (in the input's namespace), which remembers what was read for the restart
+/// fingerprint.
 pub fn build_gatherer(
     key: &TaskKey,
     spec: &MetricInputSpec,
     client: reqwest::Client,
     kubernetes: &KubernetesContext,
+    secrets: &mut SecretResolver<'_>,
 ) -> Result<Arc<dyn Gatherer>, BuildError> {
     let extra_labels = Labels::from_pairs(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let namespace = key.as_str().split_once('/').map_or("default", |(namespace, _)| namespace);
@@ -40,7 +44,7 @@ pub fn build_gatherer(
         return Ok(Arc::new(host::HostGatherer::new(key, source, &extra_labels)?));
     }
     match &spec.source.prometheus {
-        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client, kubernetes)?),
+        Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client, kubernetes, secrets)?),
         None => Err(BuildError::NoSource),
     }
 }

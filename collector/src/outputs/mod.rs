@@ -64,8 +64,14 @@ pub trait Sink: Send + Sync {
     fn flush(&self) -> BoxFuture<'_, Result<(), WriteError>>;
 }
 
-/// Builds the sink for an output's protocol, or says why it cannot be built.
-pub fn build_sink(protocol: &metricshard_crds::OutputProtocol, http: reqwest::Client) -> Result<Box<dyn Sink>, String> {
+/// Builds the sink for an output's protocol, or says why it cannot be built. Credentials are
+/// read through `secrets` (in the output's namespace, or the collectors' for a
+/// `ClusterMetricOutput`), which remembers what was read for the rebuild fingerprint.
+pub fn build_sink(
+    protocol: &metricshard_crds::OutputProtocol,
+    http: reqwest::Client,
+    secrets: &mut crate::secrets::SecretResolver<'_>,
+) -> Result<Box<dyn Sink>, String> {
     let timeout_of = |timeout: &Option<metricshard_crds::Duration>, default| {
         timeout.as_ref().map_or(default, metricshard_crds::Duration::get)
     };
@@ -77,13 +83,32 @@ pub fn build_sink(protocol: &metricshard_crds::OutputProtocol, http: reqwest::Cl
     if let Some(output) = &protocol.remote_write {
         let mut config = remote_write::RemoteWriteConfig::new(single_url(&output.url)?);
         config.timeout = timeout_of(&output.timeout, config.timeout);
+        if let Some(basic) = &output.basic_auth {
+            config.basic_auth = Some(remote_write::BasicAuth {
+                username: secrets.text("spec.protocol.remoteWrite.basicAuth.username", &basic.username).map_err(|e| e.to_string())?,
+                password: secrets.text("spec.protocol.remoteWrite.basicAuth.password", &basic.password).map_err(|e| e.to_string())?,
+            });
+        }
+        if let Some(authorization) = &output.authorization {
+            let credentials = secrets
+                .text("spec.protocol.remoteWrite.authorization.credentials", &authorization.credentials)
+                .map_err(|e| e.to_string())?;
+            // Extra headers are marked sensitive by the sink.
+            config.headers.push(("Authorization".to_owned(), format!("{} {}", authorization.scheme(), credentials.trim_end_matches('\n'))));
+        }
         return remote_write::RemoteWriteSink::new(config, http).map(|s| Box::new(s) as Box<dyn Sink>).map_err(|e| e.to_string());
     }
     if let Some(output) = &protocol.influx {
         let api = influx::InfluxApi::V1 {
             database: output.database.clone(),
             retention_policy: output.retention_policy.clone(),
-            credentials: None,
+            credentials: match &output.basic_auth {
+                Some(basic) => Some(influx::InfluxCredentials {
+                    username: secrets.text("spec.protocol.influx.basicAuth.username", &basic.username).map_err(|e| e.to_string())?,
+                    password: secrets.text("spec.protocol.influx.basicAuth.password", &basic.password).map_err(|e| e.to_string())?,
+                }),
+                None => None,
+            },
         };
         let mut config = influx::InfluxConfig::new(single_url(&output.url)?, api);
         config.precision = match output.precision {

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, FutureExt};
 use metricshard_crds::PrometheusSource;
 
+use super::client::{ClientError, ScrapeClient};
 use super::discovery::{self, DiscoveryConfig, DiscoveryTask, SharedTargets};
+use super::honor;
+use super::limits::{LimitError, ScrapeLimits};
 use super::parser::{self, ACCEPT_HEADER, ParsedSample};
 use crate::engine::{GatherError, Gathered, Gatherer, TaskKey};
+use crate::secrets::SecretResolver;
 use crate::relabel::{self, RelabelConfig};
 use crate::sample::{Labels, Sample};
 use crate::schedule::Tick;
 
-/// Largest response body accepted from a target before the scrape fails (as Prometheus'
-/// `body_size_limit`); not configurable yet.
-pub const BODY_SIZE_LIMIT: usize = 64 << 20;
 
 /// One scrape target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,11 +47,19 @@ pub enum ScrapeConfigError {
     /// Discovery could not be started.
     #[error("spec.source.prometheus: {0}")]
     Discovery(String),
+    /// A limit is invalid.
+    #[error(transparent)]
+    Limits(#[from] LimitError),
 }
 
 /// Scrapes the current target set at every tick.
 pub struct PrometheusGatherer {
-    client: reqwest::Client,
+    /// The client and credentials, or why they could not be built (a missing Secret): then
+    /// every gather fails with that reason and nothing is scraped or sent.
+    client: Result<ScrapeClient, ClientError>,
+    limits: ScrapeLimits,
+    honor_labels: bool,
+    honor_timestamps: bool,
     targets: SharedTargets,
     metric_relabel: Vec<RelabelConfig>,
     request_timeout: Duration,
@@ -117,7 +126,8 @@ pub fn relabel_targets<'a>(
 }
 
 impl PrometheusGatherer {
-    /// A gatherer for `source` of the input `key`, with `timeout` per gather.
+    /// A gatherer for `source` of the input `key`, with `timeout` per gather; its Secrets are
+    /// resolved through `secrets` (in the input's namespace).
     pub fn new(
         key: &TaskKey,
         source: &PrometheusSource,
@@ -125,7 +135,10 @@ impl PrometheusGatherer {
         timeout: Duration,
         client: reqwest::Client,
         kubernetes: discovery::kubernetes::InputScope,
+        secrets: &mut SecretResolver<'_>,
     ) -> Result<Self, ScrapeConfigError> {
+        let limits = ScrapeLimits::from_source(source)?;
+        let scrape_client = ScrapeClient::build(source, secrets, client.clone());
         let target_relabel = relabel_configs("relabelConfigs", &source.relabel_configs)?;
         let metric_relabel = relabel_configs("metricRelabelConfigs", &source.metric_relabel_configs)?;
         let targets = SharedTargets::default();
@@ -139,7 +152,17 @@ impl PrometheusGatherer {
         let discovery = discovery::start(config, client.clone(), targets.clone()).map_err(ScrapeConfigError::Discovery)?;
         // Leave the engine's own timeout room to record a per-target failure first.
         let request_timeout = timeout.saturating_sub(timeout / 20).max(Duration::from_millis(1));
-        Ok(Self { client, targets, metric_relabel, request_timeout, _discovery: discovery, staleness: Default::default() })
+        Ok(Self {
+            client: scrape_client,
+            limits,
+            honor_labels: source.honor_labels,
+            honor_timestamps: source.honor_timestamps.unwrap_or(true),
+            targets,
+            metric_relabel,
+            request_timeout,
+            _discovery: discovery,
+            staleness: Default::default(),
+        })
     }
 
     /// The targets scraped at the next tick.
@@ -151,9 +174,9 @@ impl PrometheusGatherer {
         self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    async fn scrape(&self, target: &ScrapeTarget, tick: Tick) -> (Vec<Sample>, Option<(&'static str, String)>) {
+    async fn scrape(&self, client: &ScrapeClient, target: &ScrapeTarget, tick: Tick) -> (Vec<Sample>, Option<(&'static str, String)>) {
         let started = Instant::now();
-        let result = self.fetch_and_parse(target).await;
+        let result = self.fetch_and_parse(client, target).await;
         let duration = started.elapsed().as_secs_f64();
         let timestamp_ms = tick.at_unix_millis();
         let (mut samples, problem, up, scraped) = match result {
@@ -163,21 +186,25 @@ impl PrometheusGatherer {
                     .into_iter()
                     .filter_map(|p| relabel::relabel_sample(self.to_sample(target, p, timestamp_ms), &self.metric_relabel))
                     .collect::<Vec<_>>();
-                (samples, None, 1.0, scraped)
+                // As Prometheus: a limit exceeded fails the whole scrape of the target, but
+                // scrape_samples_scraped still says how many samples the body held.
+                match self.limits.check(&samples) {
+                    Ok(()) => (samples, None, 1.0, scraped),
+                    Err(error) => (Vec::new(), Some(("limit", format!("{}: {error}", target.url))), 0.0, scraped),
+                }
             }
             Err((category, message)) => (Vec::new(), Some((category, format!("{}: {message}", target.url))), 0.0, 0.0),
         };
         // As Prometheus: the synthetic series are not subject to metric relabeling, and
         // scrape_samples_scraped counts samples before it.
         for (name, value) in [("up", up), ("scrape_duration_seconds", duration), ("scrape_samples_scraped", scraped)] {
-            samples.push(Sample::new(name, self.target_labels(target, Labels::default()), value, timestamp_ms));
+            samples.push(Sample::new(name, target.labels.clone(), value, timestamp_ms));
         }
         (samples, problem)
     }
 
-    async fn fetch_and_parse(&self, target: &ScrapeTarget) -> Result<Vec<ParsedSample>, (&'static str, String)> {
-        let mut response = self
-            .client
+    async fn fetch_and_parse(&self, client: &ScrapeClient, target: &ScrapeTarget) -> Result<Vec<ParsedSample>, (&'static str, String)> {
+        let mut response = client
             .get(&target.url)
             .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
             .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{:.3}", self.request_timeout.as_secs_f64()))
@@ -190,10 +217,14 @@ impl PrometheusGatherer {
         }
         let content_type =
             response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // Chunks arrive decompressed (reqwest's gzip decoder), so the limit applies to the
+        // uncompressed size, as Prometheus applies body_size_limit.
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| ("http", describe_reqwest_error(&e)))? {
-            if body.len() + chunk.len() > BODY_SIZE_LIMIT {
-                return Err(("http", format!("body exceeds the limit of {BODY_SIZE_LIMIT} bytes")));
+            if let Some(limit) = self.limits.body_size
+                && (body.len() + chunk.len()) as u64 > limit
+            {
+                return Err(("limit", LimitError::BodySize { limit }.to_string()));
             }
             body.extend_from_slice(&chunk);
         }
@@ -201,43 +232,43 @@ impl PrometheusGatherer {
         parser::parse(text, parser::format_from_content_type(content_type.as_deref())).map_err(|e| ("parse", e.to_string()))
     }
 
-    /// Labels as Prometheus applies them with `honor_labels: false`: the target's labels win,
-    /// and scraped labels of the same name are kept as `exported_<name>`.
-    fn target_labels(&self, target: &ScrapeTarget, mut labels: Labels) -> Labels {
-        for label in &target.labels {
-            if let Some(scraped) = labels.remove(&label.name) {
-                labels.set(format!("exported_{}", label.name), scraped);
-            }
-            labels.set(label.name.clone(), label.value.clone());
-        }
-        labels
-    }
-
     fn to_sample(&self, target: &ScrapeTarget, parsed: ParsedSample, tick_ms: i64) -> Sample {
-        // honor_timestamps: an exposed timestamp is kept, otherwise the tick time is used, which
-        // is the same on every collector that runs this input.
-        let timestamp_ms = parsed.timestamp_ms.unwrap_or(tick_ms);
-        Sample::new(parsed.name, self.target_labels(target, parsed.labels), parsed.value, timestamp_ms)
+        let timestamp_ms = honor::sample_timestamp(parsed.timestamp_ms, tick_ms, self.honor_timestamps);
+        let labels = honor::attach_target_labels(&target.labels, parsed.labels, self.honor_labels);
+        Sample::new(parsed.name, labels, parsed.value, timestamp_ms)
     }
 }
 
 fn describe_reqwest_error(error: &reqwest::Error) -> String {
     use std::error::Error;
     let mut message = error.to_string();
+    let mut tls = false;
     let mut source = error.source();
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
+        tls |= is_tls_error(cause);
         source = cause.source();
     }
-    message
+    if tls { format!("TLS handshake failed: {message}") } else { message }
+}
+
+/// True for rustls' errors, which reach us directly or wrapped in (possibly nested) io::Errors
+/// of the TLS stream.
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    let inner = error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+    inner.is_some_and(|inner| is_tls_error(inner))
 }
 
 impl Gatherer for PrometheusGatherer {
     fn gather(&self, tick: Tick) -> BoxFuture<'_, Result<Gathered, GatherError>> {
         async move {
+            let client = self.client.as_ref().map_err(|error| GatherError::Source { category: error.category(), message: error.to_string() })?;
             let current = self.current();
-            let results = futures::future::join_all(current.targets.iter().map(|target| self.scrape(target, tick))).await;
+            let results = futures::future::join_all(current.targets.iter().map(|target| self.scrape(client, target, tick))).await;
             let mut gathered = Gathered::default();
             gathered.problems.extend(current.problems.iter().map(|problem| ("discovery", problem.clone())));
             let produced = current.targets.iter().zip(&results).map(|(target, (samples, _))| (target.url.as_str(), samples.as_slice()));
@@ -259,6 +290,7 @@ impl Gatherer for PrometheusGatherer {
 fn target_category(category: &'static str) -> &'static str {
     match category {
         "parse" => "parse",
+        "limit" => "limit",
         _ => "target",
     }
 }
@@ -271,8 +303,9 @@ pub fn build(
     timeout: Duration,
     client: reqwest::Client,
     kubernetes: discovery::kubernetes::InputScope,
+    secrets: &mut SecretResolver<'_>,
 ) -> Result<Arc<dyn Gatherer>, ScrapeConfigError> {
-    Ok(Arc::new(PrometheusGatherer::new(key, source, extra_labels, timeout, client, kubernetes)?))
+    Ok(Arc::new(PrometheusGatherer::new(key, source, extra_labels, timeout, client, kubernetes, secrets)?))
 }
 
 #[cfg(test)]
@@ -302,12 +335,14 @@ mod tests {
             metrics_path: "/metrics".to_owned(),
             relabel_configs: relabel,
             metric_relabel_configs: metric_relabel,
+            ..serde_json::from_value(serde_json::json!({"staticTargets": ["unused:1"]})).unwrap()
         }
     }
 
     fn build(source: &PrometheusSource) -> Result<PrometheusGatherer, ScrapeConfigError> {
         let client = crate::build_http_client().unwrap();
-        PrometheusGatherer::new(&TaskKey::new("ns", "web"), source, Labels::from_pairs([("team", "a")]), Duration::from_secs(1), client, super::discovery::kubernetes::KubernetesContext::default().scope("ns", metricshard_crds::PlacementMode::Sharded))
+        let secrets = crate::secrets::SecretStore::default();
+        PrometheusGatherer::new(&TaskKey::new("ns", "web"), source, Labels::from_pairs([("team", "a")]), Duration::from_secs(1), client, super::discovery::kubernetes::KubernetesContext::default().scope("ns", metricshard_crds::PlacementMode::Sharded), &mut secrets.resolver("ns"))
     }
 
     #[test]

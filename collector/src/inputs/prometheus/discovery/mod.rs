@@ -257,6 +257,7 @@ mod tests {
             metrics_path: "/metrics".to_owned(),
             relabel_configs: vec![],
             metric_relabel_configs: vec![],
+            ..serde_json::from_value(serde_json::json!({"staticTargets": ["unused:1"]})).unwrap()
         }
     }
 
