@@ -45,6 +45,17 @@ pub struct OutputReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the push receivers' request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushRequestLabels {
+    /// `namespace/name` of the MetricInput.
+    pub input: String,
+    /// `remote_write`, `influx`, `opentsdb` or `falcon`.
+    pub protocol: &'static str,
+    /// `accepted` or why the request was refused (a short static category).
+    pub outcome: &'static str,
+}
+
 fn gather_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -77,6 +88,10 @@ pub struct Telemetry {
     pub output_write_errors: Family<OutputReasonLabels, Counter>,
     /// `metricshard_manifest_invalid_documents`.
     pub invalid_documents: Gauge,
+    /// `metricshard_push_requests_total`.
+    pub push_requests: Family<PushRequestLabels, Counter>,
+    /// `metricshard_push_samples_total`: samples in accepted push requests, by outcome.
+    pub push_samples: Family<PushRequestLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -106,6 +121,8 @@ impl Telemetry {
             output_dropped: Family::default(),
             output_write_errors: Family::default(),
             invalid_documents: Gauge::default(),
+            push_requests: Family::default(),
+            push_samples: Family::default(),
         };
         registry.register(
             "input_gather_duration_seconds",
@@ -135,6 +152,16 @@ impl Telemetry {
             "Manifest documents currently rejected by validation (local mode)",
             telemetry.invalid_documents.clone(),
         );
+        registry.register(
+            "push_requests",
+            "Requests a push input received, by protocol and outcome (accepted or why refused)",
+            telemetry.push_requests.clone(),
+        );
+        registry.register(
+            "push_samples",
+            "Samples in push requests, by protocol and outcome (accepted, or refused when the count is known)",
+            telemetry.push_samples.clone(),
+        );
         Self { registry: Arc::new(registry), ..telemetry }
     }
 
@@ -154,6 +181,13 @@ impl Telemetry {
         self.task_starts.remove(&labels);
         for reason in crate::engine::GATHER_ERROR_REASONS {
             self.gather_errors.remove(&InputErrorLabels { input: input.to_owned(), reason });
+        }
+        for protocol in crate::inputs::push::PROTOCOL_NAMES {
+            for outcome in crate::inputs::push::OUTCOMES {
+                let labels = PushRequestLabels { input: input.to_owned(), protocol, outcome };
+                self.push_requests.remove(&labels);
+                self.push_samples.remove(&labels);
+            }
         }
         for reason in crate::routing::UNDELIVERABLE_REASONS {
             self.undeliverable.remove(&InputErrorLabels { input: input.to_owned(), reason });

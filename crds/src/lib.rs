@@ -11,6 +11,7 @@ pub mod input;
 pub mod manifest;
 pub mod output;
 pub mod protocol;
+pub mod push;
 pub mod schema_check;
 pub mod watch;
 
@@ -21,6 +22,7 @@ pub use input::{
     InputSource, MetricInput, MetricInputSpec, MetricInputStatus, Placement, PlacementMode, PrometheusSource, RelabelAction,
     RelabelRule, Scheme,
 };
+pub use push::{PushAuth, PushBasicAuth, PushBearerToken, PushProtocol, PushSource};
 pub use protocol::{FileOutput, InfluxOutput, InfluxPrecision, OpenTsdbOutput, OutputProtocol, RemoteWriteOutput, StdoutOutput};
 pub use output::{
     BatchSpec, BufferSpec, ClusterMetricOutput, ClusterMetricOutputSpec, FullBehaviour, MemoryBuffer,

@@ -46,6 +46,8 @@ impl TaskStatus {
                 reason: if *category == "parse" { "ScrapeUnparsable" } else { "TargetsFailing" },
                 message: message.clone(),
             },
+            Some(("listen", message)) => Readiness { status: "False", reason: "ListenFailed", message: message.clone() },
+            Some(("push", message)) => Readiness { status: "False", reason: "PushRejected", message: message.clone() },
             Some((_, message)) => Readiness { status: "False", reason: "GatherFailed", message: message.clone() },
             None if self.last_success.is_none() => {
                 Readiness { status: "Unknown", reason: "Starting", message: "no gather finished yet".to_owned() }
