@@ -65,6 +65,17 @@ pub struct OutputNodeLabels {
     pub address: String,
 }
 
+/// Labels of the push receivers' request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushRequestLabels {
+    /// `namespace/name` of the MetricInput.
+    pub input: String,
+    /// `remote_write`, `influx`, `opentsdb` or `falcon`.
+    pub protocol: &'static str,
+    /// `accepted` or why the request was refused (a short static category).
+    pub outcome: &'static str,
+}
+
 fn gather_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -115,6 +126,10 @@ pub struct Telemetry {
     pub output_node_buffered: Family<OutputNodeLabels, Gauge>,
     /// `metricshard_output_node_reachable`.
     pub output_node_reachable: Family<OutputNodeLabels, Gauge>,
+    /// `metricshard_push_requests_total`.
+    pub push_requests: Family<PushRequestLabels, Counter>,
+    /// `metricshard_push_samples_total`: samples in accepted push requests, by outcome.
+    pub push_samples: Family<PushRequestLabels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -153,6 +168,8 @@ impl Telemetry {
             output_node_retries: Family::default(),
             output_node_buffered: Family::default(),
             output_node_reachable: Family::default(),
+            push_requests: Family::default(),
+            push_samples: Family::default(),
         };
         registry.register(
             "input_gather_duration_seconds",
@@ -222,6 +239,16 @@ impl Telemetry {
             "1 while the last write to one address of an output's node did not fail retryably, else 0",
             telemetry.output_node_reachable.clone(),
         );
+        registry.register(
+            "push_requests",
+            "Requests a push input received, by protocol and outcome (accepted or why refused)",
+            telemetry.push_requests.clone(),
+        );
+        registry.register(
+            "push_samples",
+            "Samples in push requests, by protocol and outcome (accepted, or refused when the count is known)",
+            telemetry.push_samples.clone(),
+        );
         Self { registry: Arc::new(registry), ..telemetry }
     }
 
@@ -250,6 +277,13 @@ impl Telemetry {
         self.task_starts.remove(&labels);
         for reason in crate::engine::GATHER_ERROR_REASONS {
             self.gather_errors.remove(&InputErrorLabels { input: input.to_owned(), reason });
+        }
+        for protocol in crate::inputs::push::PROTOCOL_NAMES {
+            for outcome in crate::inputs::push::OUTCOMES {
+                let labels = PushRequestLabels { input: input.to_owned(), protocol, outcome };
+                self.push_requests.remove(&labels);
+                self.push_samples.remove(&labels);
+            }
         }
         for reason in crate::routing::UNDELIVERABLE_REASONS {
             self.undeliverable.remove(&InputErrorLabels { input: input.to_owned(), reason });

@@ -88,7 +88,7 @@ impl MetricInputSpec {
 /// What an input gathers. Exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.prometheus), has(self.host)].filter(x, x).size() == 1").message("exactly one source must be set"))]
+#[x_kube(validation = Rule::new("[has(self.prometheus), has(self.host), has(self.push)].filter(x, x).size() == 1").message("exactly one source must be set"))]
 pub struct InputSource {
     /// Scrape Prometheus exposition-format endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +97,9 @@ pub struct InputSource {
     /// `placement.mode: EveryNode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<crate::host::HostSource>,
+    /// Receive samples pushed over HTTP (remote write, Influx, OpenTSDB, Open-Falcon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::push::PushSource>,
 }
 
 /// A Prometheus scrape of targets listed statically and/or discovered from files or an HTTP

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod output;
 pub mod output_status;
 pub mod protocol;
+pub mod push;
 pub mod schema_check;
 pub mod secret_ref;
 pub mod watch;
@@ -31,6 +32,7 @@ pub use input::{
     RelabelRule, Scheme,
 };
 pub use kubernetes_sd::{KubernetesRole, KubernetesSd};
+pub use push::{PushAuth, PushBasicAuth, PushBearerToken, PushProtocol, PushSource};
 pub use protocol::{FileOutput, InfluxOutput, InfluxPrecision, OpenTsdbOutput, OutputProtocol, RemoteWriteOutput, StdoutOutput};
 pub use output::{
     BatchSpec, BufferSpec, ClusterMetricOutput, ClusterMetricOutputSpec, FullBehaviour, MemoryBuffer,

@@ -189,6 +189,7 @@ const INVALID: &[(&str, &str, &str)] = &[
         "spec.source",
         "exactly one source must be set",
     ),
+    // MetricInput push source, CEL
     (
         "metricinput-two-sources.yaml",
         "spec.source",
@@ -208,6 +209,36 @@ const INVALID: &[(&str, &str, &str)] = &[
         "metricinput-node-selector-sharded.yaml",
         "spec.placement.nodeSelector",
         "placement.nodeSelector needs placement.mode EveryNode",
+    ),
+    (
+        "metricinput-push-listen-not-host-port.yaml",
+        "spec.source.push.listen",
+        "push.listen must be host:port",
+    ),
+    (
+        "metricinput-push-auth-both.yaml",
+        "spec.source.push.auth",
+        "exactly one of auth.bearerToken and auth.basicAuth must be set",
+    ),
+    (
+        "metricinput-push-bearer-without-file.yaml",
+        "spec.source.push.auth.bearerToken",
+        "bearerToken needs tokenFile",
+    ),
+    (
+        "metricinput-push-token-file-relative.yaml",
+        "spec.source.push.auth.bearerToken.tokenFile",
+        "tokenFile must be an absolute path",
+    ),
+    (
+        "metricinput-push-basic-auth-without-password-file.yaml",
+        "spec.source.push.auth.basicAuth",
+        "basicAuth needs passwordFile",
+    ),
+    (
+        "metricinput-push-password-file-relative.yaml",
+        "spec.source.push.auth.basicAuth.passwordFile",
+        "passwordFile must be an absolute path",
     ),
     // MetricInput, OpenAPI schema
     (

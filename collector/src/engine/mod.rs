@@ -83,12 +83,81 @@ impl GatherError {
 
 /// Every `reason` label value gather errors may carry (for cleanup of removed inputs).
 pub const GATHER_ERROR_REASONS: &[&str] =
-    &["timeout", "panic", "target", "parse", "http", "source", "discovery", "limit", "secret", "config"];
+    &["timeout", "panic", "target", "parse", "http", "source", "discovery", "limit", "secret", "config", "listen", "push"];
 
 /// A source of samples, called once per tick.
 pub trait Gatherer: Send + Sync + 'static {
     /// Gathers once for `tick`.
     fn gather(&self, tick: Tick) -> BoxFuture<'_, Result<Gathered, GatherError>>;
+
+    /// A source that is not driven by ticks (a push receiver) returns the listener the task
+    /// runs instead of its tick loop; `gather` is then never called.
+    fn listener(&self) -> Option<Arc<dyn Listener>> {
+        None
+    }
+}
+
+/// A long-running source that produces samples when others send them (a push receiver). Its
+/// task runs [`Listener::serve`] until the task is stopped; a failure to serve (an address in
+/// use, unreadable credentials) is recorded on the task's status and retried with backoff.
+pub trait Listener: Send + Sync + 'static {
+    /// Serves until `cancel` fires, handing samples to `destination` and recording what it
+    /// does through `report`. Returns `Ok` once cancelled and stopped.
+    fn serve(
+        &self,
+        destination: Arc<dyn Destination>,
+        report: ListenerReport,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> BoxFuture<'_, Result<(), GatherError>>;
+}
+
+/// How a listener records its activity in the task's status and the input's metrics.
+#[derive(Clone)]
+pub struct ListenerReport {
+    key: TaskKey,
+    status: StatusBoard,
+    telemetry: crate::telemetry::Telemetry,
+}
+
+impl ListenerReport {
+    /// The report of task `key`.
+    pub fn new(key: TaskKey, status: StatusBoard, telemetry: crate::telemetry::Telemetry) -> Self {
+        Self { key, status, telemetry }
+    }
+
+    /// The task's key.
+    pub fn key(&self) -> &TaskKey {
+        &self.key
+    }
+
+    /// The collector's metrics.
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.telemetry
+    }
+
+    /// The listener is serving: a previous failure to serve no longer holds.
+    pub fn serving(&self) {
+        self.status.update(&self.key, |status| status.gather_problem = None);
+    }
+
+    /// `samples` were received and handed to the outputs: the status' last gather time and
+    /// sample count, and the input's sample counter, follow pushes.
+    pub fn accepted(&self, samples: usize) {
+        let labels = crate::telemetry::InputLabels { input: self.key.to_string() };
+        self.telemetry.input_samples.get_or_create(&labels).inc_by(samples as u64);
+        self.status.update(&self.key, |status| {
+            status.last_success = Some(std::time::SystemTime::now());
+            status.last_samples = samples as u64;
+            status.gather_problem = None;
+        });
+    }
+
+    /// A request was refused; `category` is one of [`GATHER_ERROR_REASONS`].
+    pub fn rejected(&self, category: &'static str, message: String) {
+        let labels = crate::telemetry::InputErrorLabels { input: self.key.to_string(), reason: category };
+        self.telemetry.gather_errors.get_or_create(&labels).inc();
+        self.status.update(&self.key, |status| status.gather_problem = Some((category, message)));
+    }
 }
 
 /// Where a task's samples go.

@@ -48,6 +48,8 @@ impl TaskStatus {
             },
             Some(("secret", message)) => Readiness { status: "False", reason: "SecretUnavailable", message: message.clone() },
             Some(("limit", message)) => Readiness { status: "False", reason: "ScrapeLimitExceeded", message: message.clone() },
+            Some(("listen", message)) => Readiness { status: "False", reason: "ListenFailed", message: message.clone() },
+            Some(("push", message)) => Readiness { status: "False", reason: "PushRejected", message: message.clone() },
             Some((_, message)) => Readiness { status: "False", reason: "GatherFailed", message: message.clone() },
             None if self.last_success.is_none() => {
                 Readiness { status: "Unknown", reason: "Starting", message: "no gather finished yet".to_owned() }

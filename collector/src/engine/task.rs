@@ -18,6 +18,11 @@ const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest delay after failed gathers.
 const FAILURE_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
+/// First delay after a listener failed to serve; doubles per consecutive failure.
+const LISTENER_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest delay after failures to serve: short, so a freed port is taken soon.
+const LISTENER_BACKOFF_CAP: Duration = Duration::from_secs(30);
+
 /// Runs the task until `cancel` fires.
 pub(super) async fn run(
     key: TaskKey,
@@ -27,6 +32,10 @@ pub(super) async fn run(
     telemetry: Telemetry,
     status: StatusBoard,
 ) {
+    // A listener (push receiver) serves requests instead of gathering on ticks.
+    if let Some(listener) = spec.gatherer.listener() {
+        return run_listener(key, listener, spec, cancel, telemetry, status).await;
+    }
     let labels = InputLabels { input: key.to_string() };
     let mut last_index = None;
     let mut failures: u32 = 0;
@@ -85,6 +94,38 @@ pub(super) async fn run(
             }
         }
         tracing::trace!(input = %key, tick = tick.index, late_ms = (unix_nanos(SystemTime::now()).saturating_sub(tick.at_unix_nanos)) / 1_000_000, "tick done");
+    }
+}
+
+/// Runs a listener until `cancel` fires, serving again after a backoff whenever it fails.
+async fn run_listener(
+    key: TaskKey,
+    listener: std::sync::Arc<dyn super::Listener>,
+    spec: TaskSpec,
+    cancel: CancellationToken,
+    telemetry: Telemetry,
+    status: StatusBoard,
+) {
+    let report = super::ListenerReport::new(key.clone(), status.clone(), telemetry.clone());
+    let mut failures: u32 = 0;
+    loop {
+        let result = listener.serve(spec.destination.clone(), report.clone(), cancel.clone()).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let error = match result {
+            Ok(()) => GatherError::Source { category: "listen", message: "listener stopped unexpectedly".to_owned() },
+            Err(error) => error,
+        };
+        failures = failures.saturating_add(1);
+        let delay = backoff(failures, LISTENER_BACKOFF_BASE, LISTENER_BACKOFF_CAP);
+        telemetry.gather_errors.get_or_create(&InputErrorLabels { input: key.to_string(), reason: error.category() }).inc();
+        tracing::warn!(input = %key, reason = error.category(), failures, retry_in = ?delay, "listener failed: {error}");
+        status.update(&key, |status| status.gather_problem = Some((error.category(), error.to_string())));
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 }
 

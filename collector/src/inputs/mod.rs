@@ -2,6 +2,7 @@
 
 pub mod host;
 pub mod prometheus;
+pub mod push;
 
 use std::sync::Arc;
 
@@ -24,6 +25,9 @@ pub enum BuildError {
     /// The host source is invalid.
     #[error(transparent)]
     Host(#[from] host::HostError),
+    /// The push source is invalid.
+    #[error(transparent)]
+    Push(#[from] push::PushConfigError),
 }
 
 /// Builds the gatherer of an input's source. `kubernetes` is the collector's Kubernetes context
@@ -42,6 +46,9 @@ pub fn build_gatherer(
     let kubernetes = kubernetes.scope(namespace, spec.placement.mode);
     if let Some(source) = &spec.source.host {
         return Ok(Arc::new(host::HostGatherer::new(key, source, &extra_labels)?));
+    }
+    if let Some(source) = &spec.source.push {
+        return Ok(push::build(key, source, extra_labels)?);
     }
     match &spec.source.prometheus {
         Some(source) => Ok(prometheus::scrape::build(key, source, extra_labels, spec.effective_timeout(), client, kubernetes, secrets)?),
