@@ -292,6 +292,21 @@ const INVALID: &[(&str, &str, &str)] = &[
         "spec.protocol.remoteWrite",
         "at most one of basicAuth and authorization may be set",
     ),
+    (
+        "metricoutput-remote-write-authorization-type-basic.yaml",
+        "spec.protocol.remoteWrite.authorization.type",
+        "authorization.type cannot be Basic; use basicAuth",
+    ),
+    (
+        "clustermetricoutput-remote-write-basic-auth-and-authorization.yaml",
+        "spec.protocol.remoteWrite",
+        "at most one of basicAuth and authorization may be set",
+    ),
+    (
+        "clustermetricoutput-remote-write-authorization-type-basic.yaml",
+        "spec.protocol.remoteWrite.authorization.type",
+        "authorization.type cannot be Basic; use basicAuth",
+    ),
     // MetricOutput
     (
         "metricoutput-flush-interval-zero.yaml",
