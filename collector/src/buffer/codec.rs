@@ -16,7 +16,7 @@
 //! Every sample's bits survive (stale-marker NaNs included). Decoding untrusted bytes never
 //! panics: anything malformed is a [`CodecError`].
 
-use crate::sample::{Labels, Sample};
+use crate::sample::{Label, Labels, Sample};
 
 /// The only chunk version written so far.
 const VERSION: u8 = 1;
@@ -126,9 +126,15 @@ pub fn decode_range(chunk: &[u8], skip: usize, take: usize, out: &mut Vec<Sample
         let value = f64::from_bits(u64::from_le_bytes(reader.array()?));
         let timestamp = previous_ts.wrapping_add(unzigzag(reader.varint()?));
         if index >= skip && index < end {
-            // Encoded labels are sorted already; `from_pairs` keeps them so and drops duplicates
-            // a corrupt chunk might hold.
-            let labels = Labels::from_pairs(labels_now.iter().map(|(n, v)| (*n, *v)));
+            // Encoded labels are sorted already and are taken as they are; a corrupt chunk's
+            // unsorted or repeated names go through `from_pairs`, which restores the invariant.
+            let labels = if labels_now.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+                Labels::from_sorted_unique(
+                    labels_now.iter().map(|(n, v)| Label { name: (*n).to_owned(), value: (*v).to_owned() }),
+                )
+            } else {
+                Labels::from_pairs(labels_now.iter().map(|(n, v)| (*n, *v)))
+            };
             out.push(Sample::new(name, labels, value, timestamp));
         }
         previous_name = Some(name);
