@@ -10,4 +10,4 @@ scripts/testbed/install-deps.sh
 scripts/testbed/build-k8s.sh
 # The end-to-end tests start the built collector and operator as processes.
 cargo build --workspace --bins
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
