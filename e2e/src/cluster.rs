@@ -51,6 +51,7 @@ impl TestCluster {
 
     async fn connect() -> Result<Self> {
         crate::install_crypto_provider();
+        crate::failure::record_panics();
         let versions = Versions::pinned()?;
         match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
             Some(kubeconfig_env) => {

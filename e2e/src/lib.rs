@@ -21,6 +21,7 @@ mod binaries;
 mod certs;
 mod cluster;
 mod control_plane;
+mod failure;
 mod kubeconfig;
 mod kubectl;
 mod namespace;

@@ -135,6 +135,7 @@ impl Drop for TestNamespace {
             if !report.is_empty() {
                 eprintln!("----- control plane logs -----\n{report}");
             }
+            crate::failure::print_recorded();
             if std::env::var_os("METRICSHARD_E2E_KEEP_NAMESPACES").is_some() {
                 eprintln!(
                     "keeping namespace {} (METRICSHARD_E2E_KEEP_NAMESPACES)",

@@ -391,6 +391,7 @@ impl Drop for ManagedProcess {
                 self.log_tail(FAILURE_LOG_LINES),
                 self.spec.name
             );
+            crate::failure::print_recorded();
         }
         let _ = self.kill();
     }
