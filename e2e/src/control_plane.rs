@@ -21,8 +21,8 @@ pub(crate) const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.
 
 /// Controllers the controller-manager runs: workloads create Pods, garbage collection of owned
 /// objects, namespace deletion, ServiceAccounts and their tokens, the root CA ConfigMap and the
-/// aggregated ClusterRoles (admin/edit/view). No node, volume or endpoint controllers: there
-/// are no nodes.
+/// aggregated ClusterRoles (admin/edit/view), and EndpointSlices for Services (what the
+/// endpointslice discovery role reads). No node or volume controllers: there are no kubelets.
 const CONTROLLERS: &[&str] = &[
     "statefulset-controller",
     "daemonset-controller",
@@ -34,6 +34,7 @@ const CONTROLLERS: &[&str] = &[
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
+    "endpointslice-controller",
 ];
 
 /// How long each component may take to become ready. Generous: the CI machine has 2 cores

@@ -30,6 +30,8 @@ fn describe(info: &PanicHookInfo<'_>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| info.payload().downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "<a panic without a message>".to_owned());
+    // The report's first paragraph: an error's backtrace, if any, is in the report above.
+    let message = message.split("\n\nStack backtrace:").next().unwrap_or_default().to_owned();
     let location = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
     format!("test {thread} panicked{location}: {message}")
 }

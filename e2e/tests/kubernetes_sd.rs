@@ -18,11 +18,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::Api;
 use metricshard_e2e::release::{self, file_output, metric_inputs, metric_outputs};
-use metricshard_e2e::{ChartPodProcess, ChartRelease, Outcome, ScrapeTarget, TestCluster, TestNamespace, wait_for};
+use metricshard_e2e::{ChartPodProcess, ChartRelease, E2E_LABEL, Outcome, ScrapeTarget, TestCluster, TestNamespace, wait_for};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +50,11 @@ fn pod(name: &str, labels: &[(&str, &str)], port: u16) -> Pod {
 /// Creates `pod` and writes the status a kubelet would once it runs: IP 127.0.0.1, Running,
 /// Ready.
 async fn run_pod(pods: &Api<Pod>, pod: &Pod) {
+    run_pod_at(pods, pod, "127.0.0.1").await;
+}
+
+/// [`run_pod`] with the pod IP `ip`.
+async fn run_pod_at(pods: &Api<Pod>, pod: &Pod, ip: &str) {
     let name = pod.metadata.name.clone().unwrap();
     pods.create(&PostParams::default(), pod).await.unwrap();
     let status = json!({
@@ -58,8 +63,8 @@ async fn run_pod(pods: &Api<Pod>, pod: &Pod) {
         "metadata": { "name": name },
         "status": {
             "phase": "Running",
-            "podIP": "127.0.0.1",
-            "podIPs": [{ "ip": "127.0.0.1" }],
+            "podIP": ip,
+            "podIPs": [{ "ip": ip }],
             "hostIP": "127.0.0.1",
             "conditions": [{ "type": "Ready", "status": "True" }],
         },
@@ -206,5 +211,166 @@ async fn pods_appearing_and_disappearing_start_and_stop_scrape_loops() {
     collector.ensure_running().unwrap();
     drop(collector);
     team.delete().await.unwrap();
+    release.uninstall().await.unwrap();
+}
+
+/// A MetricInput discovering the `role` objects that `selector` selects, each scraped at the
+/// address discovery gives unless `address` replaces it, at `/<role>/<name>` where `<name>` is
+/// the value of `name_label`.
+fn role_input(name: &str, collector: &str, role: &str, selector: &str, name_label: &str, address: Option<String>) -> DynamicObject {
+    let mut relabel = vec![
+        json!({ "sourceLabels": [name_label], "targetLabel": "__metrics_path__", "replacement": format!("/{role}/$1") }),
+        json!({ "sourceLabels": [name_label], "targetLabel": "object" }),
+    ];
+    if let Some(address) = address {
+        relabel.push(json!({ "targetLabel": "__address__", "replacement": address }));
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "metricshard.io/v1alpha1",
+        "kind": "MetricInput",
+        "metadata": { "name": name, "labels": { release::COLLECTOR_LABEL: collector } },
+        "spec": {
+            "interval": "1s",
+            "source": { "prometheus": {
+                "kubernetesSD": [{ "role": role, "labelSelector": selector }],
+                "relabelConfigs": relabel,
+            }},
+            "outputs": [{ "kind": "MetricOutput", "name": "file" }],
+        },
+    }))
+    .unwrap()
+}
+
+/// The `web` pods' IPs: TEST-NET-1 (RFC 5737), since EndpointSlices refuse loopback addresses.
+const WEB_POD_IPS: [&str; 2] = ["192.0.2.10", "192.0.2.11"];
+
+/// A pod of the `web` Service, scheduled to `node`.
+fn pod_on(name: &str, node: &str, port: u16) -> Pod {
+    let mut pod = pod(name, &[("app", "web")], port);
+    pod.spec.as_mut().unwrap().node_name = Some(node.to_owned());
+    pod
+}
+
+/// A Node with the status a kubelet reports: its InternalIP and its kubelet port.
+fn kubelet_node(name: &str, role_label: &str, kubelet_port: u16) -> Node {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": name, "labels": { "e2e-sd-role": role_label, E2E_LABEL: "true" } },
+        "status": {
+            "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }, { "type": "Hostname", "address": name }],
+            "daemonEndpoints": { "kubeletEndpoint": { "Port": kubelet_port } },
+            "conditions": [{ "type": "Ready", "status": "True" }],
+        },
+    }))
+    .unwrap()
+}
+
+/// The service, endpointslice and node roles against the real apiserver and the real
+/// kube-controller-manager: the EndpointSlices are the ones its EndpointSlice controller writes
+/// for a Service's selected, ready pods; Nodes carry the kubelet's address and port. Objects
+/// that appear start a loop, objects that go stop theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_endpointslices_and_nodes_start_and_stop_scrape_loops() {
+    let cluster = TestCluster::shared().await.unwrap();
+    let admin = cluster.client().await.unwrap();
+    let release = ChartRelease::install(cluster, &admin, "k8sroles", &["collector.replicas=1", "operator.enabled=false"])
+        .await
+        .unwrap();
+    let namespace = release.name().to_owned();
+    let collector = ChartPodProcess::start(cluster, &admin, &release.collector_pod(0).await.unwrap()).await.unwrap();
+    let target = ScrapeTarget::start().await.unwrap();
+    let port = target.address().port();
+    let work = tempfile::tempdir().unwrap();
+    metric_outputs(&admin, &namespace)
+        .create(&PostParams::default(), &file_output("file", &work.path().join("samples.prom")).unwrap())
+        .await
+        .unwrap();
+    let role_label = namespace.clone();
+    let inputs = metric_inputs(&admin, &namespace);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(admin.clone(), &namespace);
+    let nodes: Api<Node> = Api::all(admin.clone());
+
+    // One Node, as a kubelet registers it: the EndpointSlice controller skips pods whose node it
+    // cannot find, and the node role discovers it.
+    let node_name = format!("{namespace}-node");
+    nodes.create(&PostParams::default(), &kubelet_node(&node_name, &role_label, port)).await.unwrap();
+    let status = kubelet_node(&node_name, &role_label, port);
+    nodes
+        .patch_status(&node_name, &PatchParams::apply("metricshard-e2e-kubelet").force(), &Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": { "name": node_name }, "status": status.status,
+        })))
+        .await
+        .unwrap();
+
+    // ----- endpointslice: the controller's slices for a Service over ready pods ----------------
+    let service: Service = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "web", "labels": { "e2e-sd-role": role_label } },
+        "spec": {
+            "selector": { "app": "web" },
+            "ports": [{ "name": "metrics", "port": port, "targetPort": port, "protocol": "TCP" }],
+        },
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &service).await.unwrap();
+    run_pod_at(&pods, &pod_on("web-1", &node_name, port), WEB_POD_IPS[0]).await;
+    // Slices carry the Service's name as a label, not the Service's own labels: select them by
+    // that, as a ServiceMonitor-style input would.
+    // EndpointSlices refuse loopback addresses, so the pods have a TEST-NET address and
+    // relabeling sends the scrape to the loopback target at the slice's port.
+    let mut slices = role_input(
+        "slices",
+        collector.pod_name(),
+        "endpointslice",
+        "kubernetes.io/service-name=web",
+        "__meta_kubernetes_endpointslice_address_target_name",
+        None,
+    );
+    slices.data["spec"]["source"]["prometheus"]["relabelConfigs"].as_array_mut().unwrap().push(json!({
+        "sourceLabels": ["__address__", "__meta_kubernetes_endpointslice_port"],
+        "regex": "192\\.0\\.2\\.\\d+:\\d+;(\\d+)",
+        "targetLabel": "__address__",
+        "replacement": "127.0.0.1:$1",
+    }));
+    inputs.create(&PostParams::default(), &slices).await.unwrap();
+    wait_scraped(&target, "/endpointslice/web-1", 0, 2).await;
+    run_pod_at(&pods, &pod_on("web-2", &node_name, port), WEB_POD_IPS[1]).await;
+    wait_scraped(&target, "/endpointslice/web-2", 0, 2).await;
+    pods.delete("web-2", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await.unwrap();
+    let web_2_last = wait_stopped(&target, "/endpointslice/web-2").await.unwrap();
+    let web_1_before = target.count("/endpointslice/web-1");
+    wait_scraped(&target, "/endpointslice/web-1", web_1_before, 2).await;
+    assert!(target.last("/endpointslice/web-1").unwrap() > web_2_last, "web-1's loop stopped with web-2's");
+
+    // ----- service: a target per service port, addressed by its cluster DNS name ---------------
+    // There is no cluster DNS on the test bed: relabeling points the target at the loopback
+    // scrape target, as a user would point it at a blackbox exporter.
+    let role_selector = format!("e2e-sd-role={role_label}");
+    let services_input = role_input(
+        "services",
+        collector.pod_name(),
+        "service",
+        &role_selector,
+        "__meta_kubernetes_service_name",
+        Some(format!("127.0.0.1:{port}")),
+    );
+    inputs.create(&PostParams::default(), &services_input).await.unwrap();
+    wait_scraped(&target, "/service/web", 0, 2).await;
+    services.delete("web", &DeleteParams::default()).await.unwrap();
+    wait_stopped(&target, "/service/web").await.unwrap();
+
+    // ----- node: a target per Node at its InternalIP and kubelet port ---------------------------
+    let nodes_input = role_input("nodes", collector.pod_name(), "node", &role_selector, "__meta_kubernetes_node_name", None);
+    inputs.create(&PostParams::default(), &nodes_input).await.unwrap();
+    let node_path = format!("/node/{node_name}");
+    wait_scraped(&target, &node_path, 0, 2).await;
+    nodes.delete(&node_name, &DeleteParams::default()).await.unwrap();
+    wait_stopped(&target, &node_path).await.unwrap();
+
+    collector.ensure_running().unwrap();
+    drop(collector);
     release.uninstall().await.unwrap();
 }

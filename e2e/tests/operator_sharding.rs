@@ -706,8 +706,8 @@ async fn inputs_are_sharded_rebalanced_and_reassigned_across_collectors() {
         .filter(|(name, _)| !orphans.contains(name))
         .collect();
     // After the dead collector's inputs are placed (each on the first survivor below capacity),
-    // a survivor left below the mean pulls the inputs that prefer it. That balance correction
-    // fills only the deficit below ⌊m/n⌋, which is at most the excess above it:
+    // a survivor left below the share ⌊0.9·m/n⌋ pulls the inputs that prefer it. That balance
+    // correction fills at most the deficit below ⌊m/n⌋, which is at most the excess above it:
     // (n − 1) · (capacity − ⌊m/n⌋) inputs.
     let survivors = collectors.len();
     let pull_bound = (survivors - 1) * (capacity(INPUTS, survivors) - INPUTS / survivors);
