@@ -1,7 +1,6 @@
 //! The credentials a push request must present: a bearer token or a username and password,
 //! read from files when the listener starts (Secret references come beside the file fields).
 
-use base64_free::decode_base64;
 use metricshard_crds::PushAuth;
 
 /// Where the expected credentials come from.
@@ -123,37 +122,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     difference == 0
 }
 
-/// Standard base64 decoding (RFC 4648, with padding optional), small enough not to need a crate.
-mod base64_free {
-    fn value(byte: u8) -> Option<u32> {
-        match byte {
-            b'A'..=b'Z' => Some(u32::from(byte - b'A')),
-            b'a'..=b'z' => Some(u32::from(byte - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(byte - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-
-    /// The decoded bytes, or `None` when `text` is not base64.
-    pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-        let text = text.trim_end_matches('=').as_bytes();
-        if text.len() % 4 == 1 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(text.len() * 3 / 4);
-        for chunk in text.chunks(4) {
-            let mut bits: u32 = 0;
-            for &byte in chunk {
-                bits = (bits << 6) | value(byte)?;
-            }
-            bits <<= 6 * (4 - chunk.len() as u32);
-            let bytes = bits.to_be_bytes();
-            out.extend_from_slice(&bytes[1..chunk.len()]);
-        }
-        Some(out)
-    }
+/// Standard base64 (RFC 4648) with the padding optional: clients differ on it.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const PADDING_OPTIONAL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    PADDING_OPTIONAL.decode(text).ok()
 }
 
 #[cfg(test)]
