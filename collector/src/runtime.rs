@@ -19,8 +19,8 @@ use crate::outputs::{self, Sink};
 use crate::routing::{InputDestination, OutputEntry, OutputId, OutputRegistry};
 use crate::sample::Labels;
 use crate::schedule::Schedule;
-use crate::secrets::SecretStore;
-use crate::telemetry::Telemetry;
+use crate::secrets::{SecretReads, SecretStore};
+use crate::telemetry::{BuildLabels, Telemetry};
 
 /// An output as the desired state holds it.
 #[derive(Debug, Clone)]
@@ -94,18 +94,35 @@ pub struct ApplyReport {
     pub outputs_refused: Vec<(OutputId, String)>,
 }
 
+/// What an input's task or an output's sinks were built from: its generation, and the Secret
+/// data it read (the references, replayable, and their fingerprint).
+struct BuiltFrom {
+    generation: i64,
+    secrets_fingerprint: u64,
+    secret_reads: SecretReads,
+}
+
+impl BuiltFrom {
+    /// True when building the object again would give what runs: same generation, and the
+    /// Secret data it read unchanged. Checked without building, so an apply that changes
+    /// nothing builds nothing (no HTTP clients, no TLS configuration, no sinks).
+    fn is_current(&self, generation: i64, secrets: &SecretStore, namespace: &str) -> bool {
+        self.generation == generation && secrets.fingerprint_of(namespace, &self.secret_reads) == self.secrets_fingerprint
+    }
+}
+
 /// An output of one generation: its pipeline, or `None` when it could not be built (so that an
 /// unchanged broken spec is not rebuilt and re-reported on every apply).
 struct RunningOutput {
-    generation: i64,
-    /// Hash of the Secret data the sink was built from; a change rebuilds it.
-    secrets_fingerprint: u64,
+    built_from: BuiltFrom,
     pipeline: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 /// The running tasks and output pipelines of one collector.
 pub struct Runtime {
     supervisor: TaskSupervisor,
+    /// What each running task was built from.
+    tasks_built_from: BTreeMap<TaskKey, BuiltFrom>,
     outputs: BTreeMap<OutputId, RunningOutput>,
     registry: Arc<OutputRegistry>,
     telemetry: Telemetry,
@@ -121,6 +138,7 @@ impl Runtime {
     pub fn new(telemetry: Telemetry, http: reqwest::Client) -> Self {
         Self {
             supervisor: TaskSupervisor::new(telemetry.clone()),
+            tasks_built_from: BTreeMap::new(),
             outputs: BTreeMap::new(),
             registry: Arc::new(OutputRegistry::default()),
             telemetry,
@@ -161,22 +179,28 @@ impl Runtime {
         self.registry.set_namespace_labels(desired.namespace_labels.clone());
         for (id, output) in &desired.outputs {
             let secrets_namespace = id.namespace.as_deref().unwrap_or(desired.secrets.cluster_namespace());
+            let running = self.outputs.get(id).map(|running| &running.built_from);
+            if running.is_some_and(|built| built.is_current(output.generation, &desired.secrets, secrets_namespace)) {
+                continue;
+            }
+            self.telemetry.builds.get_or_create(&BuildLabels { kind: "output" }).inc();
             let mut resolver = desired.secrets.resolver(secrets_namespace);
-            // Building the sinks reads the output's Secrets: their fingerprint decides a restart.
             let http = &self.http;
             let built = crate::fanout::delivery::build_sinks(&output.settings.protocol, |protocol| {
                 outputs::build_sink(protocol, http.clone(), &mut resolver)
             });
-            let identity = (output.generation, resolver.fingerprint());
-            let current = self.outputs.get(id).map(|running| (running.generation, running.secrets_fingerprint));
-            if current != Some(identity) {
-                match self.start_output(id.clone(), output, identity.1, built).await {
-                    Ok(()) => report.outputs_started.push(id.clone()),
-                    Err(reason) => {
-                        // Inputs using it count their samples as undeliverable (output_not_found).
-                        tracing::error!(output = %id, "cannot start output: {reason}");
-                        report.outputs_refused.push((id.clone(), reason));
-                    }
+            let built_from = BuiltFrom {
+                generation: output.generation,
+                secrets_fingerprint: resolver.fingerprint(),
+                secret_reads: resolver.reads(),
+            };
+            // A new generation, or Secret data it read changed: replace the pipeline.
+            match self.start_output(id.clone(), output, built_from, built).await {
+                Ok(()) => report.outputs_started.push(id.clone()),
+                Err(reason) => {
+                    // Inputs using it count their samples as undeliverable (output_not_found).
+                    tracing::error!(output = %id, "cannot start output: {reason}");
+                    report.outputs_refused.push((id.clone(), reason));
                 }
             }
         }
@@ -192,16 +216,27 @@ impl Runtime {
     async fn apply_inputs(&mut self, desired: &DesiredState, report: &mut ApplyReport) {
         let running: Vec<TaskKey> = self.supervisor.list().into_iter().map(|(key, _)| key).collect();
         for key in running.iter().filter(|key| !desired.inputs.contains_key(key)) {
+            self.tasks_built_from.remove(key);
             if self.supervisor.remove(key).await.is_ok() {
                 report.stopped.push(key.clone());
             }
         }
         for (key, input) in &desired.inputs {
-            let spec = match self.task_spec(key, input, &desired.secrets) {
-                Ok(spec) => spec,
+            let namespace = input.input.metadata.namespace.as_deref().unwrap_or("default");
+            if self.supervisor.contains(key)
+                && self.tasks_built_from.get(key).is_some_and(|built| built.is_current(input.generation, &desired.secrets, namespace))
+            {
+                // Nothing to build: at most the tick window moved (a handover), which never
+                // restarts the task.
+                self.supervisor.set_window(key, input.window);
+                continue;
+            }
+            let (spec, built_from) = match self.task_spec(key, input, &desired.secrets) {
+                Ok(built) => built,
                 Err(reason) => {
                     // A task that cannot be built must not keep running an older generation
                     // silently; stop it and say why.
+                    self.tasks_built_from.remove(key);
                     if self.supervisor.remove(key).await.is_ok() {
                         report.stopped.push(key.clone());
                     }
@@ -210,6 +245,7 @@ impl Runtime {
                     continue;
                 }
             };
+            self.tasks_built_from.insert(key.clone(), built_from);
             let result = if self.supervisor.contains(key) {
                 self.supervisor.update(key.clone(), spec).await.map(|outcome| {
                     if outcome == UpdateOutcome::Restarted {
@@ -225,14 +261,16 @@ impl Runtime {
         }
     }
 
-    fn task_spec(&self, key: &TaskKey, desired: &DesiredInput, secrets: &SecretStore) -> Result<TaskSpec, String> {
+    fn task_spec(&self, key: &TaskKey, desired: &DesiredInput, secrets: &SecretStore) -> Result<(TaskSpec, BuiltFrom), String> {
         let input = &desired.input;
         let namespace = input.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let spec = &input.spec;
+        self.telemetry.builds.get_or_create(&BuildLabels { kind: "input" }).inc();
         let mut secrets = secrets.resolver(&namespace);
         let gatherer =
             inputs::build_gatherer(key, spec, self.http.clone(), &self.kubernetes, &mut secrets).map_err(|e| e.to_string())?;
         let secrets_fingerprint = secrets.fingerprint();
+        let built_from = BuiltFrom { generation: desired.generation, secrets_fingerprint, secret_reads: secrets.reads() };
         let destination = InputDestination::new(
             key.clone(),
             namespace,
@@ -241,7 +279,7 @@ impl Runtime {
             self.telemetry.clone(),
             self.supervisor.status_board().clone(),
         );
-        Ok(TaskSpec {
+        let spec = TaskSpec {
             generation: desired.generation,
             secrets_fingerprint,
             schedule: Schedule::new(key.as_str(), spec.interval.get(), spec.effective_jitter()),
@@ -249,14 +287,15 @@ impl Runtime {
             gatherer,
             destination: Arc::new(destination),
             window: desired.window,
-        })
+        };
+        Ok((spec, built_from))
     }
 
     async fn start_output(
         &mut self,
         id: OutputId,
         output: &DesiredOutput,
-        secrets_fingerprint: u64,
+        built_from: BuiltFrom,
         sinks: Result<Vec<Box<dyn Sink>>, String>,
     ) -> Result<(), String> {
         // Stop the old generation first: it flushes what it holds with its own settings.
@@ -265,7 +304,7 @@ impl Runtime {
         let sinks = match sinks {
             Ok(sinks) => sinks,
             Err(reason) => {
-                self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: None });
+                self.outputs.insert(id, RunningOutput { built_from, pipeline: None });
                 return Err(reason);
             }
         };
@@ -283,12 +322,12 @@ impl Runtime {
         let handle = match started {
             Ok(handle) => handle,
             Err(reason) => {
-                self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: None });
+                self.outputs.insert(id, RunningOutput { built_from, pipeline: None });
                 return Err(reason.to_string());
             }
         };
         self.registry.insert(id.clone(), OutputEntry { sender, namespace_selector: output.namespace_selector.clone() });
-        self.outputs.insert(id, RunningOutput { generation: output.generation, secrets_fingerprint, pipeline: Some((cancel, handle)) });
+        self.outputs.insert(id, RunningOutput { built_from, pipeline: Some((cancel, handle)) });
         Ok(())
     }
 
@@ -352,6 +391,43 @@ mod tests {
             },
             namespace_selector: None,
         }
+    }
+
+    fn builds(runtime: &Runtime, kind: &'static str) -> u64 {
+        runtime.telemetry.builds.get_or_create(&BuildLabels { kind }).get()
+    }
+
+    #[tokio::test]
+    async fn an_apply_builds_only_what_a_spec_or_secret_change_touches() {
+        use metricshard_crds::{BasicAuth, SecretKeySelector};
+        let mut runtime = Runtime::new(Telemetry::new(), crate::build_http_client().unwrap());
+        let id = OutputId { kind: OutputKind::MetricOutput, namespace: Some("ns".into()), name: "out".into() };
+        let mut with_auth = output("http://127.0.0.1:9/api/v1/write", 1);
+        let selector = |key: &str| SecretKeySelector { name: "auth".into(), key: key.into() };
+        with_auth.settings.protocol.remote_write.as_mut().unwrap().basic_auth =
+            Some(BasicAuth { username: selector("username"), password: selector("password") });
+        let secret = |password: &str| {
+            BTreeMap::from([("username".to_owned(), b"u".to_vec()), ("password".to_owned(), password.as_bytes().to_vec())])
+        };
+        let mut desired = DesiredState::default();
+        desired.outputs.insert(id.clone(), with_auth);
+        desired.secrets.insert("ns", "auth", secret("one"));
+
+        assert_eq!(runtime.apply(&desired).await.outputs_started, vec![id.clone()]);
+        assert_eq!(builds(&runtime, "output"), 1);
+        // Nothing changed: nothing is built, nothing restarts.
+        assert_eq!(runtime.apply(&desired).await, ApplyReport::default());
+        // A Secret the output does not read, and one of the same name elsewhere, change nothing.
+        desired.secrets.insert("ns", "other", secret("x"));
+        desired.secrets.insert("elsewhere", "auth", secret("x"));
+        assert_eq!(runtime.apply(&desired).await, ApplyReport::default());
+        assert_eq!(builds(&runtime, "output"), 1);
+        // The password it read changed: rebuilt and replaced, once.
+        desired.secrets.insert("ns", "auth", secret("two"));
+        assert_eq!(runtime.apply(&desired).await.outputs_started, vec![id.clone()]);
+        assert_eq!(runtime.apply(&desired).await, ApplyReport::default());
+        assert_eq!(builds(&runtime, "output"), 2);
+        runtime.shutdown().await;
     }
 
     #[tokio::test]

@@ -115,22 +115,59 @@ impl SecretStore {
     pub fn resolver<'a>(&'a self, namespace: &'a str) -> SecretResolver<'a> {
         SecretResolver { store: self, namespace, read: Vec::new() }
     }
+
+    /// The fingerprint a resolver in `namespace` would have after reading `reads` again, without
+    /// building anything: equal to the fingerprint the object was built with exactly when none
+    /// of the Secret data it read has changed. (Unread references only matter once an earlier
+    /// read changes, and a change of the object's spec changes its generation.)
+    pub fn fingerprint_of(&self, namespace: &str, reads: &SecretReads) -> u64 {
+        combine(reads.0.iter().map(|selector| (selector_id(selector), self.read_hash(namespace, selector))))
+    }
+
+    /// What reading `selector` in `namespace` contributes: a hash of the value, or a code for
+    /// why there is none.
+    fn read_hash(&self, namespace: &str, selector: &SecretKeySelector) -> u64 {
+        match self.secrets.get(&(namespace.to_owned(), selector.name.clone())) {
+            None => 1,
+            Some(data) => data.get(&selector.key).map_or(2, |value| stable_hash(value)),
+        }
+    }
+}
+
+/// The references an object read while it was built, in order: what
+/// [`SecretStore::fingerprint_of`] replays to tell whether it needs building again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretReads(Vec<SecretKeySelector>);
+
+/// `name/key`: neither a Secret name nor a data key can contain a slash.
+fn selector_id(selector: &SecretKeySelector) -> String {
+    format!("{}/{}", selector.name, selector.key)
+}
+
+/// One hash of the `(name/key, value hash)` pairs read, 0 when nothing was read.
+fn combine(read: impl Iterator<Item = (String, u64)>) -> u64 {
+    let mut bytes = Vec::new();
+    for (id, hash) in read {
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&hash.to_le_bytes());
+    }
+    if bytes.is_empty() { 0 } else { stable_hash(&bytes) }
 }
 
 /// Resolves the references of one object in its namespace and remembers what it read.
 pub struct SecretResolver<'a> {
     store: &'a SecretStore,
     namespace: &'a str,
-    /// `name/key` and a hash of the value (or of the failure), in resolution order.
-    read: Vec<(String, u64)>,
+    /// The references read, in resolution order.
+    read: Vec<SecretKeySelector>,
 }
 
 impl SecretResolver<'_> {
     /// The bytes of `selector`; `field` names the referencing field in errors.
     pub fn bytes(&mut self, field: &str, selector: &SecretKeySelector) -> Result<Vec<u8>, SecretError> {
-        let id = format!("{}/{}", selector.name, selector.key);
+        self.read.push(selector.clone());
         let Some(data) = self.store.secrets.get(&(self.namespace.to_owned(), selector.name.clone())) else {
-            self.read.push((id, 1));
             return Err(SecretError::NotFound {
                 field: field.to_owned(),
                 namespace: self.namespace.to_owned(),
@@ -138,7 +175,6 @@ impl SecretResolver<'_> {
             });
         };
         let Some(value) = data.get(&selector.key) else {
-            self.read.push((id, 2));
             return Err(SecretError::KeyMissing {
                 field: field.to_owned(),
                 namespace: self.namespace.to_owned(),
@@ -146,7 +182,6 @@ impl SecretResolver<'_> {
                 key: selector.key.clone(),
             });
         };
-        self.read.push((id, stable_hash(value)));
         Ok(value.clone())
     }
 
@@ -163,16 +198,12 @@ impl SecretResolver<'_> {
     /// A hash of everything read so far (values and failures alike), 0 when nothing was read.
     /// Equal fingerprints mean the object would be built from the same Secret data.
     pub fn fingerprint(&self) -> u64 {
-        if self.read.is_empty() {
-            return 0;
-        }
-        let mut bytes = Vec::new();
-        for (id, hash) in &self.read {
-            bytes.extend_from_slice(id.as_bytes());
-            bytes.push(0);
-            bytes.extend_from_slice(&hash.to_le_bytes());
-        }
-        stable_hash(&bytes)
+        combine(self.read.iter().map(|selector| (selector_id(selector), self.store.read_hash(self.namespace, selector))))
+    }
+
+    /// The references read so far, to replay with [`SecretStore::fingerprint_of`].
+    pub fn reads(&self) -> SecretReads {
+        SecretReads(self.read.clone())
     }
 }
 
@@ -219,6 +250,25 @@ mod tests {
         assert!(error.to_string().contains("is not UTF-8 text"), "{error}");
         let text = format!("{store:?} {:?}", SecretText("hunter2".into()));
         assert!(!text.contains("hunter2") && !text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn replayed_reads_give_the_builds_fingerprint_until_the_data_changes() {
+        let mut store = store();
+        let mut resolver = store.resolver("team-a");
+        let _ = resolver.bytes("password", &selector("auth", "password"));
+        let _ = resolver.bytes("token", &selector("absent", "token"));
+        let (built, reads) = (resolver.fingerprint(), resolver.reads());
+        assert_ne!(built, 0);
+        assert_eq!(store.fingerprint_of("team-a", &reads), built);
+        // Another namespace's Secret of the same name is not what was read.
+        assert_ne!(store.fingerprint_of("team-b", &reads), built);
+        store.insert("team-a", "absent", BTreeMap::from([("token".to_owned(), b"t".to_vec())]));
+        assert_ne!(store.fingerprint_of("team-a", &reads), built, "a Secret that appeared");
+        let mut store = self::store();
+        store.insert("team-a", "auth", BTreeMap::from([("password".to_owned(), b"changed".to_vec())]));
+        assert_ne!(store.fingerprint_of("team-a", &reads), built, "a value that changed");
+        assert_eq!(store.fingerprint_of("team-a", &SecretReads::default()), 0);
     }
 
     #[test]

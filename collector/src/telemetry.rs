@@ -54,6 +54,13 @@ pub struct HandoverLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of [`Telemetry::builds`]: `input` (a task's gatherer) or `output` (an output's sinks).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// `input` or `output`.
+    pub kind: &'static str,
+}
+
 /// Labels of per-address families of a fanned-out output: bounded by the configured addresses.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutputNodeLabels {
@@ -110,6 +117,9 @@ pub struct Telemetry {
     pub invalid_documents: Gauge,
     /// `metricshard_handovers_total`.
     pub handovers: Family<HandoverLabels, Counter>,
+    /// `metricshard_builds_total`: objects built from their spec and Secrets. An apply that
+    /// changes nothing builds nothing, so a rate here that follows no edit means churn.
+    pub builds: Family<BuildLabels, Counter>,
     /// `metricshard_handover_owner_disagreement_seconds`.
     pub owner_disagreement: Histogram,
     /// `metricshard_handover_draining_inputs`.
@@ -160,6 +170,7 @@ impl Telemetry {
             output_write_errors: Family::default(),
             invalid_documents: Gauge::default(),
             handovers: Family::default(),
+            builds: Family::default(),
             owner_disagreement: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             draining_inputs: Gauge::default(),
             output_nodes: crate::output_status::OutputNodeBoard::default(),
@@ -203,6 +214,11 @@ impl Telemetry {
             "handovers",
             "Inputs handed to (in) or away from (out) this collector by the operator, by outcome",
             telemetry.handovers.clone(),
+        );
+        registry.register(
+            "builds",
+            "Input tasks and output sinks built from their spec and Secrets, by kind (a rebuild that restarts nothing counts too)",
+            telemetry.builds.clone(),
         );
         registry.register(
             "handover_owner_disagreement_seconds",

@@ -98,6 +98,12 @@ impl TaskSupervisor {
         Ok(UpdateOutcome::Restarted)
     }
 
+    /// Sets the window the task of `key` gathers in, without restarting it; true when it
+    /// changed. False as well when no task runs under `key`.
+    pub fn set_window(&mut self, key: &TaskKey, window: TickWindow) -> bool {
+        self.tasks.get(key).is_some_and(|task| task.window.send_if_modified(|current| std::mem::replace(current, window) != window))
+    }
+
     /// Stops and forgets the task; returns once it has stopped.
     pub async fn remove(&mut self, key: &TaskKey) -> Result<(), SupervisorError> {
         let Some(running) = self.tasks.remove(key) else { return Err(SupervisorError::NotFound(key.clone())) };
