@@ -2,9 +2,12 @@
 //! ServiceAccount token, so the chart's RBAC applies) writes its own entry of a MetricOutput's
 //! `status.collectors`: the backend node reachable with `written > 0` while a real
 //! VictoriaMetrics runs, then unreachable with the reason once it is stopped, and reachable again
-//! after it comes back. On SIGTERM the collector removes its entry.
+//! after it comes back. On SIGTERM the collector removes its entry. The chart's operator
+//! summarises the entries into the output's `Ready` condition: `True`/`Reachable`, then
+//! `False`/`Unreachable` naming the collector and the address, `True` again, and
+//! `Unknown`/`NoCollector` once no collector reports.
 //!
-//! Needs `target/debug/metricshard-collector` (`cargo build -p metricshard-collector`).
+//! Needs the built collector and operator (`cargo build --workspace --bins`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,11 +35,29 @@ async fn nodes_of(outputs: &Api<DynamicObject>, output: &str, collector: &str) -
     entry["nodes"].as_array().cloned()
 }
 
+/// Waits until the `vm` output's `Ready` condition has `status` and the output's generation;
+/// returns the condition.
+async fn wait_ready(outputs: &Api<DynamicObject>, status: &str, what: &str) -> Value {
+    wait_for(what, TIMEOUT, || async {
+        let output = outputs.get("vm").await?;
+        let generation = output.metadata.generation;
+        let condition = output.data["status"]["conditions"]
+            .as_array()
+            .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let done = condition["status"] == status && condition["observedGeneration"].as_i64() == generation;
+        anyhow::Ok(if done { Outcome::Ready(condition) } else { Outcome::NotYet(condition.to_string()) })
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_reports_each_backend_node_in_the_output_status() {
     let cluster = TestCluster::shared().await.unwrap();
     let admin = cluster.client().await.unwrap();
-    let release = ChartRelease::install(cluster, &admin, "ostatus", &["operator.enabled=false", "collector.replicas=1"]).await.unwrap();
+    let release = ChartRelease::install(cluster, &admin, "ostatus", &["operator.replicas=1", "collector.replicas=1"]).await.unwrap();
     let team = TestNamespace::new(&admin, "ostatus-team").await.unwrap();
     let mut backend = VictoriaMetrics::start().await.unwrap();
     let target = ScrapeTarget::start().await.unwrap();
@@ -69,6 +90,8 @@ async fn a_collector_reports_each_backend_node_in_the_output_status() {
     .unwrap();
     api(&admin, team.name(), "MetricInput", "metricinputs").create(&PostParams::default(), &input).await.unwrap();
     let collector = ChartPodProcess::start(cluster, &admin, &pod).await.unwrap();
+    // The operator summarises the collectors' entries into the output's Ready condition.
+    let operator = ChartPodProcess::start(cluster, &admin, &release.operator_pods(1).await.unwrap().remove(0)).await.unwrap();
 
     let address = backend.remote_write_url();
     wait_for("the node reachable with samples written", TIMEOUT, || async {
@@ -85,6 +108,9 @@ async fn a_collector_reports_each_backend_node_in_the_output_status() {
     .await
     .unwrap();
 
+    let ready = wait_ready(&outputs, "True", "the output Ready once its node is reachable").await;
+    assert_eq!(ready["reason"], "Reachable", "{ready}");
+
     backend.process().terminate(Duration::from_secs(10)).unwrap();
     let down = wait_for("the node unreachable with a reason", TIMEOUT, || async {
         collector.ensure_running()?;
@@ -100,6 +126,10 @@ async fn a_collector_reports_each_backend_node_in_the_output_status() {
     eprintln!("status while the backend is down: {down:?}");
     let reachable = collector.sample("metricshard_output_node_reachable", &[("address", address.as_str())]).await.unwrap();
     assert_eq!(reachable, Some(0.0));
+    let not_ready = wait_ready(&outputs, "False", "the output not Ready, naming the collector and address").await;
+    assert_eq!(not_ready["reason"], "Unreachable", "{not_ready}");
+    let message = not_ready["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&collector_name) && message.contains(address.as_str()), "{message}");
 
     backend.process().restart().unwrap();
     wait_for("the node reachable again", Duration::from_secs(120), || async {
@@ -110,9 +140,15 @@ async fn a_collector_reports_each_backend_node_in_the_output_status() {
     .await
     .unwrap();
 
+    wait_ready(&outputs, "True", "the output Ready again").await;
+
     // A clean stop removes this collector's entry (its field manager owned only that).
     assert!(collector.terminate(Duration::from_secs(20)).unwrap().success());
     let entry = nodes_of(&outputs, "vm", &collector_name).await;
     assert_eq!(entry, None, "the entry of a collector that stopped should be gone");
+    let unknown = wait_ready(&outputs, "Unknown", "the output's readiness unknown with no collector").await;
+    assert_eq!(unknown["reason"], "NoCollector", "{unknown}");
+    operator.ensure_running().unwrap();
+    drop(operator);
     release.uninstall().await.unwrap();
 }

@@ -27,6 +27,7 @@ use crate::assignment::{AssignmentConfig, InputKey};
 use crate::handover::{HANDOVER_AT_ANNOTATION, HandoverState, PREVIOUS_COLLECTOR_ANNOTATION};
 use crate::leader::{LeaderElector, RETRY_PERIOD};
 use crate::membership::{LeaseRecord, MembershipTracker};
+use crate::output_conditions::OutputWatches;
 use crate::plan::{self, COLLECTOR_LABEL, InputPlan, InputView, PLACEMENT_LABEL, Placement, PlanContext};
 use crate::telemetry::{HandoverKindLabels, Telemetry};
 use crate::written::{OwnedFields, WrittenAssignments};
@@ -65,14 +66,17 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
         changed.clone(),
         shutdown.clone(),
     );
+    let outputs = OutputWatches::start(&client, changed.clone(), shutdown.clone());
     tokio::select! {
         () = shutdown.cancelled() => return,
-        _ = futures::future::join(inputs.wait_until_ready(), leases.wait_until_ready()) => {}
+        _ = futures::future::join3(inputs.wait_until_ready(), leases.wait_until_ready(), outputs.wait_until_ready()) => {}
     }
     on_ready();
     let mut elector = LeaderElector::new(Api::namespaced(client.clone(), &settings.namespace), LEADER_LEASE, &settings.identity);
     let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.identity.clone()) });
     let mut membership = MembershipTracker::default();
+    // Every collector that runs outputs: the sharded ones and those on every node.
+    let mut output_writers = MembershipTracker::default();
     let mut written = WrittenAssignments::default();
     let mut leading = false;
     let mut next_election = Instant::now();
@@ -105,6 +109,8 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
                 margin: settings.handover_margin,
             };
             next_fence = reconcile(&client, &recorder, &inputs, &mut written, &context, &settings, &telemetry).await;
+            let writers = output_writers.observe(&lease_records(&leases, None), Instant::now());
+            outputs.write_ready(&client, &writers.iter().map(|c| c.as_str().to_owned()).collect()).await;
         }
         // Wake for changes, for the next election round, when a silent collector expires, and
         // when a fence passes (a deferred move may go ahead) or its retention ends.

@@ -11,6 +11,8 @@ pub mod controller;
 pub mod handover;
 pub mod leader;
 pub mod membership;
+pub mod output_conditions;
+pub mod output_ready;
 pub mod plan;
 pub mod telemetry;
 pub mod written;

@@ -1,0 +1,98 @@
+//! Writes the `Ready` condition of every `MetricOutput` and `ClusterMetricOutput` from the
+//! collectors' entries in its status ([`crate::output_ready`]); the leader does it, with the
+//! operator's field manager, only when the condition changes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use metricshard_crds::watch::reflect;
+use metricshard_crds::{ClusterMetricOutput, MetricOutput, OutputStatus};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::FIELD_MANAGER;
+use crate::output_ready::{Readiness, readiness};
+
+/// The outputs of the cluster, as watched.
+pub struct OutputWatches {
+    outputs: Store<MetricOutput>,
+    cluster_outputs: Store<ClusterMetricOutput>,
+}
+
+impl OutputWatches {
+    /// Starts watching both kinds; `changed` is notified on every event.
+    pub fn start(client: &Client, changed: Arc<Notify>, shutdown: CancellationToken) -> Self {
+        Self {
+            outputs: reflect(Api::all(client.clone()), watcher::Config::default(), changed.clone(), shutdown.clone()),
+            cluster_outputs: reflect(Api::all(client.clone()), watcher::Config::default(), changed, shutdown),
+        }
+    }
+
+    /// Returns once both watches have listed (or ended: that only happens on shutdown, which
+    /// the caller watches for).
+    pub async fn wait_until_ready(&self) {
+        let (_, _) = futures::future::join(self.outputs.wait_until_ready(), self.cluster_outputs.wait_until_ready()).await;
+    }
+
+    /// Writes each output's `Ready` condition where it changed, as seen with `live` collectors.
+    pub async fn write_ready(&self, client: &Client, live: &BTreeSet<String>) {
+        for output in self.outputs.state() {
+            let namespace = output.namespace().unwrap_or_default();
+            let api: Api<MetricOutput> = Api::namespaced(client.clone(), &namespace);
+            write_one(&api, output.as_ref(), output.status.as_ref(), live).await;
+        }
+        for output in self.cluster_outputs.state() {
+            let api: Api<ClusterMetricOutput> = Api::all(client.clone());
+            write_one(&api, output.as_ref(), output.status.as_ref(), live).await;
+        }
+    }
+}
+
+async fn write_one<K>(api: &Api<K>, output: &K, status: Option<&OutputStatus>, live: &BTreeSet<String>)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let generation = output.meta().generation;
+    let wanted = readiness(generation, status.map_or(&[][..], |s| &s.collectors[..]), live);
+    let current = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    let unchanged = current.is_some_and(|c| {
+        c.status == wanted.status && c.reason == wanted.reason && c.message == wanted.message && c.observed_generation == generation
+    });
+    if unchanged {
+        return;
+    }
+    let condition = condition(&wanted, current, generation);
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": output.name_any() },
+        "status": { "observedGeneration": generation, "conditions": [condition] },
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(error) = api.patch_status(&output.name_any(), &params, &Patch::Apply(&patch)).await {
+        tracing::warn!(output = %output.name_any(), "writing the output's Ready condition failed, will retry: {error}");
+    }
+}
+
+/// The condition for `wanted`; the transition time moves only when the status flips, as the API
+/// conventions ask.
+fn condition(wanted: &Readiness, current: Option<&Condition>, generation: Option<i64>) -> Condition {
+    let transition = current
+        .filter(|c| c.status == wanted.status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: "Ready".into(),
+        status: wanted.status.into(),
+        reason: wanted.reason.into(),
+        message: wanted.message.clone(),
+        observed_generation: generation,
+        last_transition_time: transition,
+    }
+}
