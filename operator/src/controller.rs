@@ -20,7 +20,7 @@ use metricshard_crds::watch::reflect;
 use kube::{Api, Client, Resource, ResourceExt};
 use metricshard_crds::{MetricInput, PlacementMode};
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::assignment::{AssignmentConfig, InputKey};
@@ -66,10 +66,13 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
         changed.clone(),
         shutdown.clone(),
     );
-    let outputs = OutputWatches::start(&client, changed.clone(), shutdown.clone());
+    let outputs_changed = Arc::new(Notify::new());
+    let outputs = OutputWatches::start(&client, outputs_changed.clone(), shutdown.clone());
+    let (output_writers_tx, output_writers_rx) = watch::channel(None);
+    tokio::spawn(outputs.run(client.clone(), outputs_changed, output_writers_rx, shutdown.clone()));
     tokio::select! {
         () = shutdown.cancelled() => return,
-        _ = futures::future::join3(inputs.wait_until_ready(), leases.wait_until_ready(), outputs.wait_until_ready()) => {}
+        _ = futures::future::join(inputs.wait_until_ready(), leases.wait_until_ready()) => {}
     }
     on_ready();
     let mut elector = LeaderElector::new(Api::namespaced(client.clone(), &settings.namespace), LEADER_LEASE, &settings.identity);
@@ -109,9 +112,11 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
                 margin: settings.handover_margin,
             };
             next_fence = reconcile(&client, &recorder, &inputs, &mut written, &context, &settings, &telemetry).await;
-            let writers = output_writers.observe(&lease_records(&leases, None), Instant::now());
-            outputs.write_ready(&client, &writers.iter().map(|c| c.as_str().to_owned()).collect()).await;
         }
+        let writers: Option<BTreeSet<String>> = leading.then(|| {
+            output_writers.observe(&lease_records(&leases, None), Instant::now()).iter().map(|c| c.as_str().to_owned()).collect()
+        });
+        output_writers_tx.send_if_modified(|current| std::mem::replace(current, writers.clone()) != writers);
         // Wake for changes, for the next election round, when a silent collector expires, and
         // when a fence passes (a deferred move may go ahead) or its retention ends.
         let mut wait = next_election.saturating_duration_since(Instant::now());

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
@@ -13,11 +14,14 @@ use kube::{Api, Client, Resource, ResourceExt};
 use metricshard_crds::watch::reflect;
 use metricshard_crds::{ClusterMetricOutput, MetricOutput, OutputStatus};
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::FIELD_MANAGER;
 use crate::output_ready::{Readiness, readiness};
+
+/// How long a change waits for more before the outputs are looked at.
+const COALESCE: Duration = Duration::from_millis(200);
 
 /// The outputs of the cluster, as watched.
 pub struct OutputWatches {
@@ -36,12 +40,41 @@ impl OutputWatches {
 
     /// Returns once both watches have listed (or ended: that only happens on shutdown, which
     /// the caller watches for).
-    pub async fn wait_until_ready(&self) {
+    async fn wait_until_ready(&self) {
         let (_, _) = futures::future::join(self.outputs.wait_until_ready(), self.cluster_outputs.wait_until_ready()).await;
     }
 
+    /// Keeps every output's `Ready` condition current until `shutdown`: on every change of an
+    /// output and of `writers` (the live collectors while this operator leads, `None` while it
+    /// does not). Its own loop with its own notifications: collectors update output status
+    /// every few seconds, and that must not wake the assignment of every input.
+    pub async fn run(
+        self,
+        client: Client,
+        changed: Arc<Notify>,
+        mut writers: watch::Receiver<Option<BTreeSet<String>>>,
+        shutdown: CancellationToken,
+    ) {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = self.wait_until_ready() => {}
+        }
+        loop {
+            let live = writers.borrow_and_update().clone();
+            if let Some(live) = live {
+                self.write_ready(&client, &live).await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                // Coalesce a burst of status writes by several collectors into one pass.
+                () = changed.notified() => tokio::time::sleep(COALESCE).await,
+                result = writers.changed() => if result.is_err() { return },
+            }
+        }
+    }
+
     /// Writes each output's `Ready` condition where it changed, as seen with `live` collectors.
-    pub async fn write_ready(&self, client: &Client, live: &BTreeSet<String>) {
+    async fn write_ready(&self, client: &Client, live: &BTreeSet<String>) {
         for output in self.outputs.state() {
             let namespace = output.namespace().unwrap_or_default();
             let api: Api<MetricOutput> = Api::namespaced(client.clone(), &namespace);
