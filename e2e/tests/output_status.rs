@@ -5,7 +5,8 @@
 //! after it comes back. On SIGTERM the collector removes its entry. The chart's operator
 //! summarises the entries into the output's `Ready` condition: `True`/`Reachable`, then
 //! `False`/`Unreachable` naming the collector and the address, `True` again, and
-//! `Unknown`/`NoCollector` once no collector reports.
+//! `Unknown`/`NoCollector` once no collector reports; the entry a SIGKILLed collector leaves is
+//! removed by the operator once its Lease expired and the retention passed.
 //!
 //! Needs the built collector and operator (`cargo build --workspace --bins`).
 
@@ -57,7 +58,14 @@ async fn wait_ready(outputs: &Api<DynamicObject>, status: &str, what: &str) -> V
 async fn a_collector_reports_each_backend_node_in_the_output_status() {
     let cluster = TestCluster::shared().await.unwrap();
     let admin = cluster.client().await.unwrap();
-    let release = ChartRelease::install(cluster, &admin, "ostatus", &["operator.replicas=1", "collector.replicas=1"]).await.unwrap();
+    let release = ChartRelease::install(
+        cluster,
+        &admin,
+        "ostatus",
+        &["operator.replicas=1", "collector.replicas=1", "operator.extraArgs[0]=--output-entry-retention-seconds=1"],
+    )
+    .await
+    .unwrap();
     let team = TestNamespace::new(&admin, "ostatus-team").await.unwrap();
     let mut backend = VictoriaMetrics::start().await.unwrap();
     let target = ScrapeTarget::start().await.unwrap();
@@ -148,6 +156,21 @@ async fn a_collector_reports_each_backend_node_in_the_output_status() {
     assert_eq!(entry, None, "the entry of a collector that stopped should be gone");
     let unknown = wait_ready(&outputs, "Unknown", "the output's readiness unknown with no collector").await;
     assert_eq!(unknown["reason"], "NoCollector", "{unknown}");
+
+    // A collector killed outright leaves its entry behind. It stops counting once its Lease
+    // expires, and the operator removes it after the retention (1 s here, 10 min by default).
+    let collector = ChartPodProcess::start(cluster, &admin, &pod).await.unwrap();
+    wait_ready(&outputs, "True", "the output Ready with the collector back").await;
+    collector.kill().unwrap();
+    let killed = std::time::Instant::now();
+    assert!(nodes_of(&outputs, "vm", &collector_name).await.is_some(), "a killed collector cannot remove its entry");
+    wait_for("the killed collector's entry removed by the operator", Duration::from_secs(90), || async {
+        let entry = nodes_of(&outputs, "vm", &collector_name).await;
+        anyhow::Ok(Outcome::ready_if(entry.is_none(), entry))
+    })
+    .await
+    .unwrap();
+    eprintln!("the killed collector's entry was removed {:.1?} after the kill", killed.elapsed());
     operator.ensure_running().unwrap();
     drop(operator);
     release.uninstall().await.unwrap();

@@ -54,6 +54,8 @@ pub struct OperatorSettings {
     pub assignment: AssignmentConfig,
     /// How far ahead of a move between live collectors its fence lies; zero disables fencing.
     pub handover_margin: Duration,
+    /// How long an output's status keeps the entry of a collector without a Lease.
+    pub output_entry_retention: Duration,
 }
 
 /// Runs until `shutdown` fires.
@@ -69,7 +71,7 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
     let outputs_changed = Arc::new(Notify::new());
     let outputs = OutputWatches::start(&client, outputs_changed.clone(), shutdown.clone());
     let (output_writers_tx, output_writers_rx) = watch::channel(None);
-    tokio::spawn(outputs.run(client.clone(), outputs_changed, output_writers_rx, shutdown.clone()));
+    tokio::spawn(outputs.run(client.clone(), outputs_changed, output_writers_rx, settings.output_entry_retention, shutdown.clone()));
     tokio::select! {
         () = shutdown.cancelled() => return,
         _ = futures::future::join(inputs.wait_until_ready(), leases.wait_until_ready()) => {}

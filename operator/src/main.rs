@@ -37,6 +37,11 @@ struct Args {
     /// when each collector's watch sees them: a tick may then be gathered twice or missed).
     #[arg(long, env = "METRICSHARD_HANDOVER_MARGIN_MS", default_value_t = 2000)]
     handover_margin_ms: u64,
+    /// How long an output's `status.collectors` keeps the entry of a collector that holds no
+    /// Lease (gone without removing it), in seconds. Such entries no longer count towards the
+    /// output's `Ready` condition meanwhile.
+    #[arg(long, env = "METRICSHARD_OUTPUT_ENTRY_RETENTION_SECONDS", default_value_t = 600)]
+    output_entry_retention_seconds: u64,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICSHARD_LISTEN", default_value = "0.0.0.0:9751")]
     listen: SocketAddr,
@@ -121,6 +126,7 @@ async fn main() -> ExitCode {
         collector_statefulset: args.collector_statefulset,
         assignment,
         handover_margin: std::time::Duration::from_millis(args.handover_margin_ms),
+        output_entry_retention: std::time::Duration::from_secs(args.output_entry_retention_seconds),
     };
     controller::run(client, settings, telemetry, shutdown.clone(), || ready.store(true, Ordering::Release)).await;
     shutdown.cancel();

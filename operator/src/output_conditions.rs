@@ -12,16 +12,19 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use metricshard_crds::watch::reflect;
-use metricshard_crds::{ClusterMetricOutput, MetricOutput, OutputStatus};
+use metricshard_crds::{ClusterMetricOutput, CollectorOutputStatus, MetricOutput, OutputStatus};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::FIELD_MANAGER;
-use crate::output_ready::{Readiness, readiness};
+use crate::output_ready::{Readiness, readiness, stale_entries};
 
 /// How long a change waits for more before the outputs are looked at.
 const COALESCE: Duration = Duration::from_millis(200);
+/// Outputs are looked at this often even when nothing changes, so that left-over entries age out
+/// (within this much of their retention).
+const RECHECK: Duration = Duration::from_secs(10);
 
 /// The outputs of the cluster, as watched.
 pub struct OutputWatches {
@@ -53,6 +56,7 @@ impl OutputWatches {
         client: Client,
         changed: Arc<Notify>,
         mut writers: watch::Receiver<Option<BTreeSet<String>>>,
+        retention: Duration,
         shutdown: CancellationToken,
     ) {
         tokio::select! {
@@ -62,35 +66,39 @@ impl OutputWatches {
         loop {
             let live = writers.borrow_and_update().clone();
             if let Some(live) = live {
-                self.write_ready(&client, &live).await;
+                self.write_ready(&client, &live, retention).await;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 // Coalesce a burst of status writes by several collectors into one pass.
                 () = changed.notified() => tokio::time::sleep(COALESCE).await,
                 result = writers.changed() => if result.is_err() { return },
+                () = tokio::time::sleep(RECHECK) => {}
             }
         }
     }
 
     /// Writes each output's `Ready` condition where it changed, as seen with `live` collectors.
-    async fn write_ready(&self, client: &Client, live: &BTreeSet<String>) {
+    async fn write_ready(&self, client: &Client, live: &BTreeSet<String>, retention: Duration) {
         for output in self.outputs.state() {
             let namespace = output.namespace().unwrap_or_default();
             let api: Api<MetricOutput> = Api::namespaced(client.clone(), &namespace);
-            write_one(&api, output.as_ref(), output.status.as_ref(), live).await;
+            write_one(&api, output.as_ref(), output.status.as_ref(), live, retention).await;
         }
         for output in self.cluster_outputs.state() {
             let api: Api<ClusterMetricOutput> = Api::all(client.clone());
-            write_one(&api, output.as_ref(), output.status.as_ref(), live).await;
+            write_one(&api, output.as_ref(), output.status.as_ref(), live, retention).await;
         }
     }
 }
 
-async fn write_one<K>(api: &Api<K>, output: &K, status: Option<&OutputStatus>, live: &BTreeSet<String>)
+async fn write_one<K>(api: &Api<K>, output: &K, status: Option<&OutputStatus>, live: &BTreeSet<String>, retention: Duration)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    if let Some(status) = status {
+        prune(api, output, status, live, retention).await;
+    }
     let generation = output.meta().generation;
     let wanted = readiness(generation, status.map_or(&[][..], |s| &s.collectors[..]), live);
     let current = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
@@ -110,6 +118,30 @@ where
     let params = PatchParams::apply(FIELD_MANAGER).force();
     if let Err(error) = api.patch_status(&output.name_any(), &params, &Patch::Apply(&patch)).await {
         tracing::warn!(output = %output.name_any(), "writing the output's Ready condition failed, will retry: {error}");
+    }
+}
+
+/// Removes the entries of collectors gone for `retention` (see
+/// [`crate::output_ready::stale_entries`]). A merge patch replaces the list with the remaining
+/// entries, guarded by the resource version: a collector writing its entry meanwhile makes it
+/// fail (409), and the next pass tries again with what that collector wrote.
+async fn prune<K>(api: &Api<K>, output: &K, status: &OutputStatus, live: &BTreeSet<String>, retention: Duration)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let stale = stale_entries(&status.collectors, live, k8s_openapi::jiff::Timestamp::now(), retention);
+    if stale.is_empty() {
+        return;
+    }
+    let remaining: Vec<&CollectorOutputStatus> =
+        status.collectors.iter().filter(|entry| !stale.contains(&entry.collector)).collect();
+    let patch = json!({
+        "metadata": { "resourceVersion": output.meta().resource_version },
+        "status": { "collectors": remaining },
+    });
+    match api.patch_status(&output.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => tracing::info!(output = %output.name_any(), ?stale, "removed the status entries of collectors gone for good"),
+        Err(error) => tracing::debug!(output = %output.name_any(), "pruning status entries, will retry: {error}"),
     }
 }
 

@@ -80,6 +80,25 @@ pub fn readiness(generation: Option<i64>, entries: &[CollectorOutputStatus], liv
     Readiness { status: "False", reason: "Unreachable", message }
 }
 
+/// The collectors whose entries are left over: not live, and not updated for `after` (an entry
+/// without an update time counts as old). A collector that comes back under the same name (a
+/// StatefulSet pod) writes its entry again; one that is gone for good leaves clutter that no
+/// longer counts towards readiness, removed after `after`.
+pub fn stale_entries(
+    entries: &[CollectorOutputStatus],
+    live: &BTreeSet<String>,
+    now: k8s_openapi::jiff::Timestamp,
+    after: std::time::Duration,
+) -> Vec<String> {
+    let after = k8s_openapi::jiff::SignedDuration::try_from(after).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    entries
+        .iter()
+        .filter(|entry| !live.contains(&entry.collector))
+        .filter(|entry| entry.update_time.as_ref().is_none_or(|time| now.duration_since(time.0) >= after))
+        .map(|entry| entry.collector.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use metricshard_crds::NodeStatus;
@@ -132,6 +151,20 @@ mod tests {
         let nodes = (0..5).map(|i| node(&format!("http://{i}"), false)).collect();
         let ready = readiness(Some(1), &[entry("c-0", 1, nodes)], &live(&["c-0"]));
         assert!(ready.message.ends_with("; and 2 more"), "{}", ready.message);
+    }
+
+    #[test]
+    fn only_entries_of_collectors_gone_for_a_while_are_stale() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_000_000).unwrap();
+        let at = |seconds_ago: i64| Some(Time(now - k8s_openapi::jiff::SignedDuration::from_secs(seconds_ago)));
+        let mut entries = vec![entry("live", 1, vec![]), entry("gone-long", 1, vec![]), entry("gone-recently", 1, vec![])];
+        entries[0].update_time = at(3600);
+        entries[1].update_time = at(601);
+        entries[2].update_time = at(30);
+        entries.push(entry("never-updated", 1, vec![]));
+        let stale = stale_entries(&entries, &live(&["live"]), now, std::time::Duration::from_secs(600));
+        assert_eq!(stale, vec!["gone-long".to_owned(), "never-updated".to_owned()]);
     }
 
     #[test]
