@@ -704,6 +704,31 @@ pub fn metric_inputs(client: &Client, namespace: &str) -> Api<DynamicObject> {
     )
 }
 
+/// Waits until no MetricInput is left in the cluster: an operator assigns every input of the
+/// cluster, so a test that counts its operator's moves waits out earlier tests' inputs.
+pub async fn wait_no_metric_inputs(client: &Client, timeout: Duration) -> Result<()> {
+    let everywhere: Api<DynamicObject> = Api::all_with(client.clone(), &metricshard_resource("MetricInput", "metricinputs"));
+    wait_for("no MetricInputs left by earlier tests", timeout, || async {
+        let left = everywhere.list(&ListParams::default()).await?.items.len();
+        anyhow::Ok(Outcome::ready_if(left == 0, left))
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Waits until `operator` leads and counts `collectors` live collectors. Inputs created before
+/// that would be placed twice: once over the collectors it saw, then again.
+pub async fn wait_operator_leads(operator: &ChartPodProcess, collectors: usize, timeout: Duration) -> Result<()> {
+    let expected = collectors as f64;
+    wait_for(&format!("the operator to lead and see {collectors} collectors"), timeout, || async {
+        let leader = operator.sample("metricshard_operator_is_leader", &[]).await?;
+        let live = operator.sample("metricshard_operator_live_collectors", &[]).await?;
+        anyhow::Ok(Outcome::ready_if(leader == Some(1.0) && live == Some(expected), (leader, live)))
+    })
+    .await
+    .map(|_| ())
+}
+
 /// The MetricOutputs of `namespace`.
 pub fn metric_outputs(client: &Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(

@@ -20,10 +20,11 @@
 
 use std::time::{Duration, Instant};
 
-use kube::Api;
-use kube::api::{DynamicObject, PostParams};
-use metricshard_e2e::release::{file_output, metric_inputs, metric_outputs, metricshard_resource, prometheus_input};
-use metricshard_e2e::{ChartPodProcess, ChartRelease, Outcome, ScrapeTarget, TestCluster, TestNamespace, wait_for};
+use kube::api::PostParams;
+use metricshard_e2e::release::{
+    file_output, metric_inputs, metric_outputs, prometheus_input, wait_no_metric_inputs, wait_operator_leads,
+};
+use metricshard_e2e::{ChartPodProcess, ChartRelease, ScrapeTarget, TestCluster, TestNamespace, wait_for};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,13 +43,7 @@ async fn apply_to_first_gather_latency() {
     let admin = cluster.client().await.unwrap();
     let release =
         ChartRelease::install(cluster, &admin, "firstgather", &["collector.replicas=3", "operator.replicas=1"]).await.unwrap();
-    let everywhere: Api<DynamicObject> = Api::all_with(admin.clone(), &metricshard_resource("MetricInput", "metricinputs"));
-    wait_for("no MetricInputs left by earlier tests", TIMEOUT, || async {
-        let left = everywhere.list(&Default::default()).await?.items.len();
-        anyhow::Ok(Outcome::ready_if(left == 0, left))
-    })
-    .await
-    .unwrap();
+    wait_no_metric_inputs(&admin, TIMEOUT).await.unwrap();
     let team = TestNamespace::new(&admin, "firstgather").await.unwrap();
     let target = ScrapeTarget::start().await.unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -61,13 +56,7 @@ async fn apply_to_first_gather_latency() {
         processes.push(ChartPodProcess::start(cluster, &admin, &release.collector_pod(ordinal).await.unwrap()).await.unwrap());
     }
     let operator = ChartPodProcess::start(cluster, &admin, &release.operator_pods(1).await.unwrap().remove(0)).await.unwrap();
-    wait_for("the operator to lead and see 3 collectors", TIMEOUT, || async {
-        let leader = operator.sample("metricshard_operator_is_leader", &[]).await?;
-        let live = operator.sample("metricshard_operator_live_collectors", &[]).await?;
-        anyhow::Ok(Outcome::ready_if(leader == Some(1.0) && live == Some(3.0), (leader, live)))
-    })
-    .await
-    .unwrap();
+    wait_operator_leads(&operator, 3, TIMEOUT).await.unwrap();
 
     let inputs = metric_inputs(&admin, team.name());
     let mut firsts = Vec::new();

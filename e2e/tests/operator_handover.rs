@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kube::api::{DynamicObject, PostParams};
 use kube::{Api, ResourceExt as _};
 use metricshard_e2e::release::{
-    assigned_collector, file_output, metric_inputs, metric_outputs, metricshard_resource,
-    prometheus_input, samples,
+    assigned_collector, file_output, metric_inputs, metric_outputs, prometheus_input, samples,
+    wait_no_metric_inputs, wait_operator_leads,
 };
 use metricshard_e2e::{
     ChartPodProcess, ChartRelease, Outcome, ScrapeTarget, TestCluster, TestNamespace, wait_for,
@@ -172,13 +172,7 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
         ChartRelease::install(cluster, &admin, "handover", &["collector.replicas=4", "operator.replicas=1"]).await.unwrap();
     // The operator assigns every MetricInput of the cluster: wait until earlier tests'
     // are gone (after the install, which puts the CRDs in place).
-    let everywhere: Api<DynamicObject> = Api::all_with(admin.clone(), &metricshard_resource("MetricInput", "metricinputs"));
-    wait_for("no MetricInputs left by earlier tests", TIMEOUT, || async {
-        let left = everywhere.list(&Default::default()).await?.items.len();
-        anyhow::Ok(Outcome::ready_if(left == 0, left))
-    })
-    .await
-    .unwrap();
+    wait_no_metric_inputs(&admin, TIMEOUT).await.unwrap();
     let team = TestNamespace::new(&admin, "handover-team").await.unwrap();
     let target = ScrapeTarget::start().await.unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -195,13 +189,7 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
         let process = ChartPodProcess::start(cluster, &admin, &release.collector_pod(ordinal).await.unwrap()).await.unwrap();
         collectors.insert(process.pod_name().to_owned(), process);
     }
-    wait_for("the operator to lead and see 3 collectors", TIMEOUT, || async {
-        let leader = operator.sample("metricshard_operator_is_leader", &[]).await?;
-        let live = operator.sample("metricshard_operator_live_collectors", &[]).await?;
-        anyhow::Ok(Outcome::ready_if(leader == Some(1.0) && live == Some(3.0), (leader, live)))
-    })
-    .await
-    .unwrap();
+    wait_operator_leads(&operator, 3, TIMEOUT).await.unwrap();
     let inputs = metric_inputs(&admin, team.name());
     for index in 0..INPUTS {
         let name = input_name(index);

@@ -31,7 +31,7 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use metricshard_e2e::release::{
     assigned_collector, condition_status, file_output, metric_inputs, metric_outputs,
-    prometheus_input, samples,
+    prometheus_input, samples, wait_operator_leads,
 };
 use metricshard_e2e::{
     ChartPodProcess, ChartRelease, Outcome, ScrapeCadence, ScrapeTarget, TestCluster,
@@ -367,25 +367,7 @@ async fn inputs_are_sharded_rebalanced_and_reassigned_across_collectors() {
         .into_iter()
         .map(|collector| (collector.pod_name().to_owned(), collector))
         .collect();
-    // Inputs created before the operator saw every collector would be placed twice.
-    wait_for(
-        "the operator to lead and see 3 collectors",
-        TIMEOUT,
-        || async {
-            let leader = operator
-                .sample("metricshard_operator_is_leader", &[])
-                .await?;
-            let live = operator
-                .sample("metricshard_operator_live_collectors", &[])
-                .await?;
-            anyhow::Ok(Outcome::ready_if(
-                leader == Some(1.0) && live == Some(3.0),
-                (leader, live),
-            ))
-        },
-    )
-    .await
-    .unwrap();
+    wait_operator_leads(&operator, 3, TIMEOUT).await.unwrap();
     eprintln!(
         "release installed, 3 collectors and the operator running after {:.1?}",
         test_started.elapsed()
