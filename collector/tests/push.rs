@@ -112,6 +112,15 @@ async fn curl_pushes_every_protocol_and_bad_requests_are_refused_with_the_reason
         token_file.display()
     );
     write_atomically(&manifests.join("guarded.yaml"), &push_manifest("guarded", guarded_port, &guarded));
+    let relabelled_port = free_port();
+    let relabel = concat!(
+        "\n      protocols: [Influx]",
+        "\n      metricRelabelConfigs:",
+        "\n        - {sourceLabels: [__name__], regex: 'debug_.*', action: drop}",
+        "\n        - {sourceLabels: [host], targetLabel: node}",
+        "\n        - {regex: host, action: labeldrop}",
+    );
+    write_atomically(&manifests.join("relabelled.yaml"), &push_manifest("relabelled", relabelled_port, relabel));
     let collector = Collector::start(&manifests, work.path());
     let open = format!("http://127.0.0.1:{open_port}");
     let guarded = format!("http://127.0.0.1:{guarded_port}");
@@ -195,6 +204,21 @@ async fn curl_pushes_every_protocol_and_bad_requests_are_refused_with_the_reason
         has_line(&output, r#"guarded_metric{via="guarded"} 1 1700000004000"#)
     })
     .await;
+
+    // Metric relabeling of pushed samples, after spec.labels: one metric dropped, a label renamed.
+    // (An Influx field named `value` gives the measurement's name alone.)
+    let relabelled = format!("http://127.0.0.1:{relabelled_port}");
+    within("the relabelling listener serves", Duration::from_secs(20), || async {
+        Command::new("curl").args(["-sf", &format!("{relabelled}/ping"), "-o", "/dev/null"]).status().unwrap().success()
+    })
+    .await;
+    let answer = curl(&format!("{relabelled}/write?precision=s"), b"debug_probe value=1 1700000005\napp,host=h1 value=2 1700000005\n", &[]);
+    assert_eq!(answer.status, 204, "{}", answer.body);
+    within("the relabelled sample arrives", Duration::from_secs(10), || async {
+        has_line(&output, r#"app{node="h1",via="relabelled"} 2 1700000005000"#)
+    })
+    .await;
+    assert!(!file_lines(&output).iter().any(|l| l.starts_with("debug_probe")), "a dropped metric was delivered");
     // None of the refused requests delivered anything.
     let lines = file_lines(&output);
     assert!(!lines.iter().any(|l| l.starts_with("many_") || l.starts_with("guarded_metric{via=\"guarded\"} 2") || l.contains("RATE")));

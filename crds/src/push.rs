@@ -45,6 +45,13 @@ pub struct PushSource {
     /// reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<PushAuth>,
+    /// Relabeling of each pushed sample, as Prometheus' `metric_relabel_configs` (and vmagent's
+    /// relabeling of what it receives), applied after `spec.labels`; the metric name is the
+    /// label `__name__`. A sample that is dropped, or whose name becomes empty, is not
+    /// delivered; the request is still answered as accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub metric_relabel_configs: Vec<crate::input::RelabelRule>,
 }
 
 /// The protocols a push listener can accept.

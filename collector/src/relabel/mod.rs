@@ -473,6 +473,20 @@ pub fn relabel(labels: &Labels, configs: &[RelabelConfig]) -> Option<Labels> {
     configs.iter().all(|config| config.apply(&mut labels)).then_some(labels)
 }
 
+/// Checks the API's relabel rules (`spec...relabelConfigs` of a resource) and turns them into
+/// configs; an error names the index of the rule and what is wrong with it.
+pub fn configs_from_rules(rules: &[metricshard_crds::RelabelRule]) -> Result<Vec<RelabelConfig>, (usize, String)> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            // The collector's RelabelConfig reads the API's camelCase fields and validates them.
+            let value = serde_json::to_value(rule).map_err(|e| (index, e.to_string()))?;
+            serde_json::from_value::<RelabelConfig>(value).map_err(|e| (index, e.to_string()))
+        })
+        .collect()
+}
+
 /// Relabels a sample with its metric name as `__name__`, as Prometheus' `metric_relabel_configs`
 /// do. `None` when a step drops it or the steps leave it without a name (which Prometheus
 /// rejects as "missing metric name").

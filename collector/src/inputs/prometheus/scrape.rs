@@ -71,16 +71,7 @@ pub struct PrometheusGatherer {
 
 /// Converts the API's relabeling steps into validated ones.
 fn relabel_configs(field: &'static str, rules: &[metricshard_crds::RelabelRule]) -> Result<Vec<RelabelConfig>, ScrapeConfigError> {
-    rules
-        .iter()
-        .enumerate()
-        .map(|(index, rule)| {
-            // The collector's RelabelConfig reads the API's camelCase fields and validates them.
-            let error = |message: String| ScrapeConfigError::Relabel { field, index, message };
-            let value = serde_json::to_value(rule).map_err(|e| error(e.to_string()))?;
-            serde_json::from_value::<RelabelConfig>(value).map_err(|e| error(e.to_string()))
-        })
-        .collect()
+    relabel::configs_from_rules(rules).map_err(|(index, message)| ScrapeConfigError::Relabel { field, index, message })
 }
 
 /// The targets of target groups (addresses with the group's labels) after target relabeling,

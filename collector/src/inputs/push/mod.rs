@@ -72,6 +72,14 @@ pub enum PushConfigError {
     /// The auth settings name no credential source.
     #[error("spec.source.push.auth: {0}")]
     Auth(&'static str),
+    /// A metric relabel rule is invalid.
+    #[error("spec.source.push.metricRelabelConfigs[{index}]: {message}")]
+    Relabel {
+        /// Index of the rule.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Everything a push listener needs, checked.
@@ -91,6 +99,8 @@ pub struct PushSettings {
     pub auth: Option<auth::CredentialSource>,
     /// The input's `spec.labels`, set on every sample (overwriting).
     pub extra_labels: Labels,
+    /// Relabeling of every pushed sample, after `extra_labels`.
+    pub metric_relabel: Arc<[crate::relabel::RelabelConfig]>,
 }
 
 impl PushSettings {
@@ -117,6 +127,9 @@ impl PushSettings {
             max_concurrent: limit("maxConcurrentRequests", source.max_concurrent_requests, DEFAULT_MAX_CONCURRENT_REQUESTS)?,
             auth: source.auth.as_ref().map(auth::CredentialSource::from_spec).transpose().map_err(PushConfigError::Auth)?,
             extra_labels,
+            metric_relabel: crate::relabel::configs_from_rules(&source.metric_relabel_configs)
+                .map_err(|(index, message)| PushConfigError::Relabel { index, message })?
+                .into(),
         })
     }
 }

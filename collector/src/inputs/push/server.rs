@@ -20,6 +20,7 @@ use super::auth::Credentials;
 use super::{PushSettings, body, falcon, influx, opentsdb, protocol_name, remote_write};
 use crate::engine::{Destination, GatherError, Listener, ListenerReport, TaskKey};
 use crate::outputs::influx::Precision;
+use crate::relabel::relabel_sample;
 use crate::sample::Sample;
 use crate::schedule::unix_nanos;
 use crate::telemetry::PushRequestLabels;
@@ -263,6 +264,16 @@ async fn receive(state: &Receiver, endpoint: Endpoint, query: &[(String, String)
             for label in &state.settings.extra_labels {
                 sample.labels.set(label.name.clone(), label.value.clone());
             }
+        }
+    }
+    if !state.settings.metric_relabel.is_empty() {
+        // Regexes over every sample: CPU work like the parse, off the serving threads.
+        let rules = Arc::clone(&state.settings.metric_relabel);
+        samples = tokio::task::spawn_blocking(move || samples.into_iter().filter_map(|s| relabel_sample(s, &rules)).collect())
+            .await
+            .map_err(|error| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("relabeling failed: {error}")))?;
+        if samples.is_empty() {
+            return Ok(count);
         }
     }
     if tokio::time::timeout(super::DELIVERY_TIMEOUT, state.destination.deliver(samples)).await.is_err() {
