@@ -211,6 +211,49 @@ impl Drop for RedisServer {
     }
 }
 
+/// Sends one inline command and returns its reply as text (bulk replies read whole).
+fn command(port: u16, line: &str) -> String {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    if stream.write_all(format!("{line}\r\n").as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") && stream.read_exact(&mut byte).is_ok() {
+        reply.push(byte[0]);
+    }
+    let header = String::from_utf8_lossy(&reply).trim_end().to_owned();
+    let Some(len) = header.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else { return header };
+    let mut body = vec![0u8; len + 2];
+    let _ = stream.read_exact(&mut body);
+    String::from_utf8_lossy(&body[..len]).into_owned()
+}
+
+/// Redis' time per command since the last reset, per round of `rounds` (microseconds), from
+/// `INFO commandstats`: where redis-server's CPU goes.
+fn print_commandstats(port: u16, name: &str, rounds: usize) {
+    let info = command(port, "INFO commandstats");
+    let mut total = 0.0;
+    for line in info.lines().filter_map(|l| l.strip_prefix("cmdstat_")) {
+        let Some((cmd, fields)) = line.split_once(':') else { continue };
+        let field = |key: &str| {
+            fields.split(',').find_map(|f| f.strip_prefix(key)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        let (calls, usec) = (field("calls="), field("usec="));
+        if cmd.starts_with("config") || cmd == "info" {
+            continue;
+        }
+        total += usec;
+        println!(
+            "buffer_commandstats/{name}/{cmd}: {:.2} calls, {:.1} µs per round ({:.1} µs per call)",
+            calls / rounds as f64,
+            usec / rounds as f64,
+            usec / calls.max(1.0)
+        );
+    }
+    println!("buffer_commandstats/{name}: {:.1} µs of redis-server time per round in commands", total / rounds as f64);
+}
+
 fn ping(port: u16) -> bool {
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
     let mut reply = [0u8; 5];
@@ -270,7 +313,10 @@ fn paths(c: &mut Criterion, runtime: &tokio::runtime::Runtime, server: &RedisSer
 
 /// CPU of this process and of redis-server while `work` runs; prints samples/s and samples per
 /// CPU-second.
-fn measure(name: &str, server_pid: &str, samples: usize, work: impl FnOnce()) {
+fn measure(name: &str, server: &RedisServer, samples: usize, work: impl FnOnce()) {
+    let server_pid = server.child.id().to_string();
+    let server_pid = server_pid.as_str();
+    let _ = command(server.port, "CONFIG RESETSTAT");
     let (own, srv) = (cpu_seconds("self"), cpu_seconds(server_pid));
     let started = Instant::now();
     work();
@@ -283,6 +329,9 @@ fn measure(name: &str, server_pid: &str, samples: usize, work: impl FnOnce()) {
         samples / wall / 1e6,
         samples / (own + srv).max(1e-9) / 1e6,
     );
+    if name.starts_with("redis") {
+        print_commandstats(server.port, name, (samples / SCRAPE as f64) as usize);
+    }
 }
 
 /// Fixed runs of each path with the scrapes generated beforehand, timed with the CPU of both
@@ -292,11 +341,10 @@ fn cpu_summary(runtime: &tokio::runtime::Runtime, server: &RedisServer) {
     let generate = || -> Vec<Vec<Sample>> { (0..rounds).map(|r| scrape(r % 64, r as i64)).collect() };
     let mut memory = MemoryBuffer::new(10_000_000);
     let mut redis = runtime.block_on(redis_buffer(server, "summary"));
-    let server_pid = server.child.id().to_string();
     for pass in 0..3 {
         for (name, buffer) in [("memory", &mut memory as &mut dyn Buffer), ("redis", &mut redis as &mut dyn Buffer)] {
             let inputs = generate();
-            measure(&format!("{name}/steady/pass{pass}"), &server_pid, rounds * SCRAPE, || {
+            measure(&format!("{name}/steady/pass{pass}"), server, rounds * SCRAPE, || {
                 runtime.block_on(async {
                     for samples in inputs {
                         round_trip(buffer, samples).await;
@@ -306,14 +354,14 @@ fn cpu_summary(runtime: &tokio::runtime::Runtime, server: &RedisServer) {
         }
     }
     let inputs = generate();
-    measure("redis/backlog_push", &server_pid, rounds * SCRAPE, || {
+    measure("redis/backlog_push", server, rounds * SCRAPE, || {
         runtime.block_on(async {
             for samples in inputs {
                 let _ = redis.push(samples).await;
             }
         })
     });
-    measure("redis/backlog_drain", &server_pid, rounds * SCRAPE, || {
+    measure("redis/backlog_drain", server, rounds * SCRAPE, || {
         runtime.block_on(async {
             while let Ok(Some(batch)) = redis.batch(SCRAPE).await {
                 black_box(&batch.samples);

@@ -359,6 +359,63 @@ async fn drop_oldest_at_the_limit_is_counted_exactly() {
     assert!(dropped > 0);
 }
 
+/// Collectors pushing to one partition at once while its owner drains it: every push appends at
+/// the partition's tail and the drainer's batches and acks move its head meanwhile. Nothing may
+/// be lost, duplicated or reordered, and what each writer pushed must be in Redis when its push
+/// returns (nothing left staged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushers_and_a_drainer_lose_nothing_and_keep_order() {
+    let server = RedisServer::start();
+    let mut drainer = RedisBuffer::start(config(&server, "race", 1)).unwrap();
+    owning(&drainer, 1).await;
+    const PER_WRITER: i64 = 1_500;
+    let writers: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .enumerate()
+        .map(|(w, target)| {
+            let cfg = config(&server, "race", 1);
+            tokio::spawn(async move {
+                let mut buffer = RedisBuffer::start(cfg).unwrap();
+                let mut seq = 0i64;
+                let mut size = 7 * (w as i64 + 1);
+                while seq < PER_WRITER {
+                    // Pushes of 1..40 samples, different per writer.
+                    size = (size * 13 + 5) % 40 + 1;
+                    let end = (seq + size).min(PER_WRITER);
+                    let outcome = buffer.push((seq..end).map(|i| sample(target, i)).collect()).await.unwrap();
+                    assert_eq!(outcome.dropped_oldest, 0);
+                    seq = end;
+                }
+                // Samples that could not reach Redis would only be staged: none may be.
+                assert_eq!(buffer.staged(), 0, "writer {target} left samples staged");
+            })
+        })
+        .collect();
+    let mut delivered = Vec::new();
+    let mut writers_done = false;
+    loop {
+        match drainer.batch(100).await.unwrap() {
+            Some(batch) => {
+                drainer.ack(batch.id).await.unwrap();
+                delivered.extend(batch.samples);
+            }
+            None if writers_done => break,
+            None => {
+                // Checked before the next batch: once every writer is done, one more empty batch
+                // means everything was delivered.
+                writers_done = writers.iter().all(|w| w.is_finished());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let expected: BTreeMap<String, Vec<i64>> = ["a", "b", "c"].iter().map(|t| ((*t).to_owned(), (0..PER_WRITER).collect())).collect();
+    assert_exactly_once_in_order(&delivered, &expected);
+    assert_eq!(drainer.held_in_redis().await.unwrap(), 0);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Push(usize),
