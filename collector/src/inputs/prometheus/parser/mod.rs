@@ -822,12 +822,13 @@ impl<'a> Parser<'a> {
     /// expose labels already sorted, which the check makes a single pass; a repeated name is
     /// an error, as in Prometheus.
     fn take_scratch_labels(&mut self) -> Result<Labels, ParseError> {
-        if !self.scratch.is_sorted_by(|a, b| a.name <= b.name) {
+        // One comparison per pair in the common case: strictly ascending is sorted and unique.
+        if !self.scratch.is_sorted_by(|a, b| a.name < b.name) {
             // Stable, so the first of two equal names is reported where Prometheus reports it.
             self.scratch.sort_by(|a, b| a.name.cmp(b.name));
-        }
-        if let Some(pair) = self.scratch.windows(2).find(|pair| pair[0].name == pair[1].name) {
-            return Err(ParseError::DuplicateLabel { line: pair[1].line, name: pair[1].name.to_owned() });
+            if let Some(pair) = self.scratch.windows(2).find(|pair| pair[0].name == pair[1].name) {
+                return Err(ParseError::DuplicateLabel { line: pair[1].line, name: pair[1].name.to_owned() });
+            }
         }
         Ok(Labels::from_sorted_unique(
             self.scratch.drain(..).map(|label| Label { name: label.name.to_owned(), value: label.value.into_owned() }),
@@ -843,6 +844,8 @@ impl<'a> Parser<'a> {
         let mut segment_start = start;
         let mut i = start;
         loop {
+            // Jump to the next byte that matters: most values hold none of them until the quote.
+            i = memchr::memchr3(b'"', b'\\', b'\n', self.bytes.get(i..).unwrap_or_default()).map_or(self.bytes.len(), |at| i + at);
             match self.bytes.get(i) {
                 None => {
                     return Err(ParseError::UnterminatedLabelValue { line: start_line, name: name.to_owned() });
@@ -887,6 +890,7 @@ impl<'a> Parser<'a> {
                     self.line += 1;
                     i += 1;
                 }
+                // memchr3 stops only at the three bytes above; stepping on keeps the scan sound.
                 Some(_) => i += 1,
             }
         }
