@@ -1,6 +1,7 @@
 //! Writes the `Ready` condition of every `MetricOutput` and `ClusterMetricOutput` from the
-//! collectors' entries in its status ([`crate::output_ready`]); the leader does it, with the
-//! operator's field manager, only when the condition changes.
+//! collectors' entries in its status ([`crate::output_ready`]), and removes the entries of
+//! collectors gone for good. The leader does it, with the operator's field manager, only when
+//! something changes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
