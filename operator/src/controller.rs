@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::assignment::{AssignmentConfig, InputKey};
+use crate::assignment::{AssignmentConfig, CollectorId, InputKey};
 use crate::handover::{HANDOVER_AT_ANNOTATION, HandoverState, PREVIOUS_COLLECTOR_ANNOTATION};
 use crate::leader::{LeaderElector, RETRY_PERIOD};
 use crate::membership::{LeaseRecord, MembershipTracker};
@@ -79,9 +79,8 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
     on_ready();
     let mut elector = LeaderElector::new(Api::namespaced(client.clone(), &settings.namespace), LEADER_LEASE, &settings.identity);
     let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.identity.clone()) });
+    // Every collector's Lease: the sharded ones take inputs, and all of them run outputs.
     let mut membership = MembershipTracker::default();
-    // Every collector that runs outputs: the sharded ones and those on every node.
-    let mut output_writers = MembershipTracker::default();
     let mut written = WrittenAssignments::default();
     let mut leading = false;
     let mut next_election = Instant::now();
@@ -101,8 +100,11 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
             telemetry.is_leader.set(i64::from(leading));
             next_election = Instant::now() + RETRY_PERIOD;
         }
-        let records = lease_records(&leases, settings.collector_statefulset.as_deref());
-        let live = membership.observe(&records, Instant::now());
+        let all_records = lease_records(&leases);
+        let all_live = membership.observe(&all_records, Instant::now());
+        let sharded = |holder: &str| is_sharded_collector(settings.collector_statefulset.as_deref(), holder);
+        let records: Vec<LeaseRecord> = all_records.iter().filter(|r| sharded(&r.holder)).cloned().collect();
+        let live: Vec<CollectorId> = all_live.iter().filter(|c| sharded(c.as_str())).cloned().collect();
         telemetry.live_collectors.set(live.len() as i64);
         let mut next_fence = None;
         if leading {
@@ -115,9 +117,7 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
             };
             next_fence = reconcile(&client, &recorder, &inputs, &mut written, &context, &settings, &telemetry).await;
         }
-        let writers: Option<BTreeSet<String>> = leading.then(|| {
-            output_writers.observe(&lease_records(&leases, None), Instant::now()).iter().map(|c| c.as_str().to_owned()).collect()
-        });
+        let writers: Option<BTreeSet<String>> = leading.then(|| all_live.iter().map(|c| c.as_str().to_owned()).collect());
         output_writers_tx.send_if_modified(|current| std::mem::replace(current, writers.clone()) != writers);
         // Wake for changes, for the next election round, when a silent collector expires, and
         // when a fence passes (a deferred move may go ahead) or its retention ends.
@@ -140,20 +140,13 @@ pub async fn run(client: Client, settings: OperatorSettings, telemetry: Telemetr
     }
 }
 
-fn lease_records(leases: &Store<Lease>, statefulset: Option<&str>) -> Vec<LeaseRecord> {
-    let member = |holder: &str| {
-        statefulset.is_none_or(|sts| {
-            holder.strip_prefix(sts).and_then(|rest| rest.strip_prefix('-')).is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
-        })
-    };
+/// Every collector Lease of the release namespace.
+fn lease_records(leases: &Store<Lease>) -> Vec<LeaseRecord> {
     leases
         .state()
         .iter()
         .filter_map(|lease| {
             let spec = lease.spec.as_ref()?;
-            if !member(spec.holder_identity.as_deref()?) {
-                return None;
-            }
             Some(LeaseRecord {
                 holder: spec.holder_identity.clone()?,
                 renew_time: format!("{:?}", spec.renew_time),
@@ -162,6 +155,14 @@ fn lease_records(leases: &Store<Lease>, statefulset: Option<&str>) -> Vec<LeaseR
             })
         })
         .collect()
+}
+
+/// True when `holder` is a pod of the collector StatefulSet (`<name>-<ordinal>`), the collectors
+/// inputs are sharded over; every holder when no StatefulSet is configured.
+fn is_sharded_collector(statefulset: Option<&str>, holder: &str) -> bool {
+    statefulset.is_none_or(|sts| {
+        holder.strip_prefix(sts).and_then(|rest| rest.strip_prefix('-')).is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
+    })
 }
 
 fn unix_nanos(time: SystemTime) -> u64 {
