@@ -119,42 +119,67 @@ async fn wait_stopped(target: &ScrapeTarget, path: &str) -> Option<Instant> {
     target.last(path)
 }
 
+/// What both tests run against: the chart installed with one collector and no operator (the
+/// tests label their inputs for collector pod 0 themselves), that collector running, a loopback
+/// scrape target, and a file output `file` in the release namespace.
+struct DiscoveryBed {
+    admin: kube::Client,
+    release: ChartRelease,
+    namespace: String,
+    collector: ChartPodProcess,
+    target: ScrapeTarget,
+    work: tempfile::TempDir,
+}
+
+impl DiscoveryBed {
+    async fn start(release_name: &str) -> Self {
+        let cluster = TestCluster::shared().await.unwrap();
+        let admin = cluster.client().await.unwrap();
+        let release = ChartRelease::install(cluster, &admin, release_name, &["collector.replicas=1", "operator.enabled=false"])
+            .await
+            .unwrap();
+        let namespace = release.name().to_owned();
+        let collector = ChartPodProcess::start(cluster, &admin, &release.collector_pod(0).await.unwrap()).await.unwrap();
+        let target = ScrapeTarget::start().await.unwrap();
+        let work = tempfile::tempdir().unwrap();
+        metric_outputs(&admin, &namespace)
+            .create(&PostParams::default(), &file_output("file", &work.path().join("samples.prom")).unwrap())
+            .await
+            .unwrap();
+        Self { admin, release, namespace, collector, target, work }
+    }
+
+    /// Checks the collector survived, stops it and uninstalls the release.
+    async fn finish(self) {
+        self.collector.ensure_running().unwrap();
+        drop(self.collector);
+        self.release.uninstall().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_appearing_and_disappearing_start_and_stop_scrape_loops() {
-    let cluster = TestCluster::shared().await.unwrap();
-    let admin = cluster.client().await.unwrap();
-    // No operator: the test labels its inputs for collector pod 0 itself.
-    let release = ChartRelease::install(cluster, &admin, "k8ssd", &["collector.replicas=1", "operator.enabled=false"])
-        .await
-        .unwrap();
-    let namespace = release.name().to_owned();
-    let collector_pod = release.collector_pod(0).await.unwrap();
-    let collector = ChartPodProcess::start(cluster, &admin, &collector_pod).await.unwrap();
-    let target = ScrapeTarget::start().await.unwrap();
+    let bed = DiscoveryBed::start("k8ssd").await;
+    let DiscoveryBed { admin, namespace, collector, target, work, .. } = &bed;
     let port = target.address().port();
-    let work = tempfile::tempdir().unwrap();
-    metric_outputs(&admin, &namespace)
-        .create(&PostParams::default(), &file_output("file", &work.path().join("samples.prom")).unwrap())
-        .await
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
     let selected = [("e2e-sd", "target"), ("scrape", "yes")];
 
     // A pod that exists before the input, and one outside the label selector.
     run_pod(&pods, &pod("alpha", &selected, port)).await;
     run_pod(&pods, &pod("outsider", &[("scrape", "yes")], port)).await;
-    metric_inputs(&admin, &namespace)
+    metric_inputs(admin, namespace)
         .create(&PostParams::default(), &input("pods", collector.pod_name(), &[]))
         .await
         .unwrap();
-    wait_scraped(&target, "/pod/alpha", 0, 2).await;
+    wait_scraped(target, "/pod/alpha", 0, 2).await;
 
     // A pod that appears starts its loop; alpha's loop runs on untouched meanwhile.
     let beta_created = Instant::now();
     run_pod(&pods, &pod("beta", &selected, port)).await;
-    wait_scraped(&target, "/pod/beta", 0, 1).await;
+    wait_scraped(target, "/pod/beta", 0, 1).await;
     let discovered_after = target.requests("/pod/beta")[0] - beta_created;
-    wait_scraped(&target, "/pod/beta", 0, 3).await;
+    wait_scraped(target, "/pod/beta", 0, 3).await;
 
     // A label change that relabeling drops stops beta's loop.
     pods.patch(
@@ -164,12 +189,12 @@ async fn pods_appearing_and_disappearing_start_and_stop_scrape_loops() {
     )
     .await
     .unwrap();
-    let beta_last = wait_stopped(&target, "/pod/beta").await.unwrap();
+    let beta_last = wait_stopped(target, "/pod/beta").await.unwrap();
 
     // A deleted pod's loop stops.
     let alpha_before_delete = target.count("/pod/alpha");
     pods.delete("alpha", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await.unwrap();
-    let alpha_last = wait_stopped(&target, "/pod/alpha").await.unwrap();
+    let alpha_last = wait_stopped(target, "/pod/alpha").await.unwrap();
 
     // Alpha was scraped at every tick while beta came and went: no gap longer than two
     // intervals between consecutive scrapes, up to its deletion.
@@ -188,16 +213,16 @@ async fn pods_appearing_and_disappearing_start_and_stop_scrape_loops() {
 
     // Discovery keeps working after loops stopped: a new pod starts one.
     run_pod(&pods, &pod("gamma", &selected, port)).await;
-    wait_scraped(&target, "/pod/gamma", 0, 2).await;
+    wait_scraped(target, "/pod/gamma", 0, 2).await;
 
     // Tenancy: an input of another namespace may not discover in the release namespace.
-    let team = TestNamespace::new(&admin, "k8ssd-team").await.unwrap();
-    metric_outputs(&admin, team.name())
+    let team = TestNamespace::new(admin, "k8ssd-team").await.unwrap();
+    metric_outputs(admin, team.name())
         .create(&PostParams::default(), &file_output("file", &work.path().join("team.prom")).unwrap())
         .await
         .unwrap();
-    let inputs = metric_inputs(&admin, team.name());
-    inputs.create(&PostParams::default(), &input("foreign", collector.pod_name(), &[&namespace])).await.unwrap();
+    let inputs = metric_inputs(admin, team.name());
+    inputs.create(&PostParams::default(), &input("foreign", collector.pod_name(), &[namespace])).await.unwrap();
     let error = wait_for("the foreign input's refusal in its status", TIMEOUT, || async {
         let input = inputs.get("foreign").await?;
         let error = input.data["status"]["lastError"].as_str().unwrap_or_default().to_owned();
@@ -208,10 +233,8 @@ async fn pods_appearing_and_disappearing_start_and_stop_scrape_loops() {
     assert!(error.contains("is not the input's namespace"), "{error}");
     assert_eq!(release::condition_status(&inputs.get("foreign").await.unwrap(), "Ready").as_deref(), Some("False"));
 
-    collector.ensure_running().unwrap();
-    drop(collector);
     team.delete().await.unwrap();
-    release.uninstall().await.unwrap();
+    bed.finish().await;
 }
 
 /// A MetricInput discovering the `role` objects that `selector` selects, each scraped at the
@@ -272,24 +295,13 @@ fn kubelet_node(name: &str, role_label: &str, kubelet_port: u16) -> Node {
 /// that appear start a loop, objects that go stop theirs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_endpointslices_and_nodes_start_and_stop_scrape_loops() {
-    let cluster = TestCluster::shared().await.unwrap();
-    let admin = cluster.client().await.unwrap();
-    let release = ChartRelease::install(cluster, &admin, "k8sroles", &["collector.replicas=1", "operator.enabled=false"])
-        .await
-        .unwrap();
-    let namespace = release.name().to_owned();
-    let collector = ChartPodProcess::start(cluster, &admin, &release.collector_pod(0).await.unwrap()).await.unwrap();
-    let target = ScrapeTarget::start().await.unwrap();
+    let bed = DiscoveryBed::start("k8sroles").await;
+    let DiscoveryBed { admin, namespace, collector, target, .. } = &bed;
     let port = target.address().port();
-    let work = tempfile::tempdir().unwrap();
-    metric_outputs(&admin, &namespace)
-        .create(&PostParams::default(), &file_output("file", &work.path().join("samples.prom")).unwrap())
-        .await
-        .unwrap();
     let role_label = namespace.clone();
-    let inputs = metric_inputs(&admin, &namespace);
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
-    let services: Api<Service> = Api::namespaced(admin.clone(), &namespace);
+    let inputs = metric_inputs(admin, namespace);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(admin.clone(), namespace);
     let nodes: Api<Node> = Api::all(admin.clone());
 
     // One Node, as a kubelet registers it: the EndpointSlice controller skips pods whose node it
@@ -336,13 +348,13 @@ async fn services_endpointslices_and_nodes_start_and_stop_scrape_loops() {
         "replacement": "127.0.0.1:$1",
     }));
     inputs.create(&PostParams::default(), &slices).await.unwrap();
-    wait_scraped(&target, "/endpointslice/web-1", 0, 2).await;
+    wait_scraped(target, "/endpointslice/web-1", 0, 2).await;
     run_pod_at(&pods, &pod_on("web-2", &node_name, port), WEB_POD_IPS[1]).await;
-    wait_scraped(&target, "/endpointslice/web-2", 0, 2).await;
+    wait_scraped(target, "/endpointslice/web-2", 0, 2).await;
     pods.delete("web-2", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await.unwrap();
-    let web_2_last = wait_stopped(&target, "/endpointslice/web-2").await.unwrap();
+    let web_2_last = wait_stopped(target, "/endpointslice/web-2").await.unwrap();
     let web_1_before = target.count("/endpointslice/web-1");
-    wait_scraped(&target, "/endpointslice/web-1", web_1_before, 2).await;
+    wait_scraped(target, "/endpointslice/web-1", web_1_before, 2).await;
     assert!(target.last("/endpointslice/web-1").unwrap() > web_2_last, "web-1's loop stopped with web-2's");
 
     // ----- service: a target per service port, addressed by its cluster DNS name ---------------
@@ -358,19 +370,17 @@ async fn services_endpointslices_and_nodes_start_and_stop_scrape_loops() {
         Some(format!("127.0.0.1:{port}")),
     );
     inputs.create(&PostParams::default(), &services_input).await.unwrap();
-    wait_scraped(&target, "/service/web", 0, 2).await;
+    wait_scraped(target, "/service/web", 0, 2).await;
     services.delete("web", &DeleteParams::default()).await.unwrap();
-    wait_stopped(&target, "/service/web").await.unwrap();
+    wait_stopped(target, "/service/web").await.unwrap();
 
     // ----- node: a target per Node at its InternalIP and kubelet port ---------------------------
     let nodes_input = role_input("nodes", collector.pod_name(), "node", &role_selector, "__meta_kubernetes_node_name", None);
     inputs.create(&PostParams::default(), &nodes_input).await.unwrap();
     let node_path = format!("/node/{node_name}");
-    wait_scraped(&target, &node_path, 0, 2).await;
+    wait_scraped(target, &node_path, 0, 2).await;
     nodes.delete(&node_name, &DeleteParams::default()).await.unwrap();
-    wait_stopped(&target, &node_path).await.unwrap();
+    wait_stopped(target, &node_path).await.unwrap();
 
-    collector.ensure_running().unwrap();
-    drop(collector);
-    release.uninstall().await.unwrap();
+    bed.finish().await;
 }
