@@ -41,9 +41,9 @@ fn scrape(target: usize, tick: i64) -> Vec<Sample> {
         .map(|i| {
             let family = i / 10;
             let mut labels = Labels::from_pairs([("job", "node"), ("instance", instance.as_str())]);
-            labels.set("cpu".into(), (i % 10).to_string());
+            labels.set("cpu", (i % 10).to_string());
             if family % 3 == 0 {
-                labels.set("mode".into(), ["idle", "user", "system", "iowait"][family % 4].into());
+                labels.set("mode", ["idle", "user", "system", "iowait"][family % 4]);
             }
             Sample::new(format!("node_metric_family_{family}_total"), labels, (i as f64) * 1.5 + tick as f64, 1_700_000_000_000 + tick * 15_000)
         })
@@ -125,8 +125,8 @@ mod json {
         let mirror: Vec<JsonSample> = samples
             .iter()
             .map(|s| JsonSample {
-                name: s.name.clone(),
-                labels: s.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+                name: s.name.to_string(),
+                labels: s.labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect(),
                 value: s.value,
                 timestamp: s.timestamp_ms,
             })

@@ -145,7 +145,7 @@ impl OutputRegistry {
             .ok()
             .and_then(|all| all.get(namespace).cloned())
             .unwrap_or_default();
-        labels.set(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned());
+        labels.set(NAMESPACE_NAME_LABEL, namespace);
         labels
     }
 }

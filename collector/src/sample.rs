@@ -2,13 +2,19 @@
 
 use std::fmt;
 
+/// The string of metric names, label names and label values. Up to 24 bytes are stored inline
+/// (`job`, `instance`, `10.0.3.7:9100`, `node_cpu_seconds_total`), so most labels of a parsed,
+/// decoded or relabeled sample cost no allocation; longer strings go to the heap. It has the
+/// size of a `String` and dereferences to `str`.
+pub type Text = compact_str::CompactString;
+
 /// One label of a series.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
     /// Label name.
-    pub name: String,
+    pub name: Text,
     /// Label value.
-    pub value: String,
+    pub value: Text,
 }
 
 /// The labels of a series, kept sorted by name with unique names, so that equal label sets
@@ -18,7 +24,7 @@ pub struct Labels(Vec<Label>);
 
 impl Labels {
     /// Builds a label set from pairs in any order; a later duplicate name wins.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+    pub fn from_pairs<N: Into<Text>, V: Into<Text>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let mut labels = Self::default();
         for (name, value) in pairs {
             labels.set(name.into(), value.into());
@@ -36,7 +42,8 @@ impl Labels {
     }
 
     /// Sets a label, replacing any label of the same name.
-    pub fn set(&mut self, name: String, value: String) {
+    pub fn set(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
+        let (name, value) = (name.into(), value.into());
         match self.0.binary_search_by(|label| label.name.as_str().cmp(&name)) {
             Ok(index) => self.0[index].value = value,
             Err(index) => self.0.insert(index, Label { name, value }),
@@ -46,7 +53,7 @@ impl Labels {
     /// Sets a label only if no label of that name exists.
     pub fn set_if_absent(&mut self, name: &str, value: &str) {
         if let Err(index) = self.0.binary_search_by(|label| label.name.as_str().cmp(name)) {
-            self.0.insert(index, Label { name: name.to_owned(), value: value.to_owned() });
+            self.0.insert(index, Label { name: name.into(), value: value.into() });
         }
     }
 
@@ -59,11 +66,16 @@ impl Labels {
     }
 
     /// Removes a label, returning its value.
-    pub fn remove(&mut self, name: &str) -> Option<String> {
+    pub fn remove(&mut self, name: &str) -> Option<Text> {
         self.0
             .binary_search_by(|label| label.name.as_str().cmp(name))
             .ok()
             .map(|index| self.0.remove(index).value)
+    }
+
+    /// Keeps only the labels for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&Label) -> bool) {
+        self.0.retain(keep);
     }
 
     /// Labels in name order.
@@ -94,7 +106,7 @@ impl<'a> IntoIterator for &'a Labels {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// Metric name (`http_requests_total`).
-    pub name: String,
+    pub name: Text,
     /// Labels, sorted by name. The metric name is not among them.
     pub labels: Labels,
     /// The value. Prometheus stale markers are a specific NaN (see [`STALE_NAN_BITS`]).
@@ -108,7 +120,7 @@ pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 impl Sample {
     /// Builds a sample.
-    pub fn new(name: impl Into<String>, labels: Labels, value: f64, timestamp_ms: i64) -> Self {
+    pub fn new(name: impl Into<Text>, labels: Labels, value: f64, timestamp_ms: i64) -> Self {
         Self { name: name.into(), labels, value, timestamp_ms }
     }
 }

@@ -195,8 +195,8 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 fn series_set(batch: &[Sample]) -> SeriesSet {
     let mut set = SeriesSet::new();
     for sample in batch {
-        let labels = sample.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
-        set.entry((sample.name.clone(), labels)).or_default().push((sample.timestamp_ms, sample.value.to_bits()));
+        let labels = sample.labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
+        set.entry((sample.name.to_string(), labels)).or_default().push((sample.timestamp_ms, sample.value.to_bits()));
     }
     for samples in set.values_mut() {
         samples.sort_unstable();
@@ -259,8 +259,8 @@ fn prometheus_view(batch: &[Sample]) -> SeriesSet {
     let mut set = SeriesSet::new();
     for sample in batch {
         let mut labels: BTreeMap<String, String> =
-            sample.labels.iter().filter(|l| !l.value.is_empty()).map(|l| (l.name.clone(), l.value.clone())).collect();
-        labels.insert("__name__".to_owned(), sample.name.clone());
+            sample.labels.iter().filter(|l| !l.value.is_empty()).map(|l| (l.name.to_string(), l.value.to_string())).collect();
+        labels.insert("__name__".to_owned(), sample.name.to_string());
         // -0.0 travels as +0.0 in remote write (proto3 leaves out zero doubles).
         let bits = if sample.value == 0.0 { 0 } else { sample.value.to_bits() };
         set.entry((String::new(), labels)).or_default().push((sample.timestamp_ms, bits));
@@ -593,7 +593,7 @@ async fn victoria_metrics_receives_remote_write_influx_and_opentsdb() {
     let mut expected = SeriesSet::new();
     for sample in &influx_batch {
         let mut labels: BTreeMap<String, String> =
-            sample.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            sample.labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
         labels.insert("__name__".into(), "vm_influx_value".into());
         labels.insert("db".into(), "telemetry".into());
         expected.entry((String::new(), labels)).or_default().push((sample.timestamp_ms, sample.value.to_bits()));

@@ -69,7 +69,7 @@ struct Exposition {
 }
 
 fn key(name: &str, labels: &metricshard_collector::sample::Labels) -> (String, Vec<(String, String)>) {
-    (name.to_owned(), labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect())
+    (name.to_owned(), labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect())
 }
 
 async fn scrape(client: &reqwest::Client, url: &str) -> Option<Exposition> {

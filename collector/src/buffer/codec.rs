@@ -130,7 +130,7 @@ pub fn decode_range(chunk: &[u8], skip: usize, take: usize, out: &mut Vec<Sample
             // unsorted or repeated names go through `from_pairs`, which restores the invariant.
             let labels = if labels_now.windows(2).all(|pair| pair[0].0 < pair[1].0) {
                 Labels::from_sorted_unique(
-                    labels_now.iter().map(|(n, v)| Label { name: (*n).to_owned(), value: (*v).to_owned() }),
+                    labels_now.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }),
                 )
             } else {
                 Labels::from_pairs(labels_now.iter().map(|(n, v)| (*n, *v)))

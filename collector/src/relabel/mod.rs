@@ -31,7 +31,7 @@ use md5::{Digest, Md5};
 use regex::{Captures, Regex};
 use serde::Deserialize;
 
-use crate::sample::{Labels, Sample};
+use crate::sample::{Labels, Sample, Text};
 
 /// The label that holds a sample's metric name while it is relabeled.
 pub const METRIC_NAME_LABEL: &str = "__name__";
@@ -410,14 +410,7 @@ impl RelabelConfig {
             }
             RelabelAction::LabelDrop | RelabelAction::LabelKeep => {
                 let keep_matching = self.action == RelabelAction::LabelKeep;
-                let doomed: Vec<String> = labels
-                    .iter()
-                    .filter(|label| self.regex.is_match(&label.name) != keep_matching)
-                    .map(|label| label.name.clone())
-                    .collect();
-                for name in doomed {
-                    labels.remove(&name);
-                }
+                labels.retain(|label| self.regex.is_match(&label.name) == keep_matching);
             }
         }
         true
@@ -495,7 +488,7 @@ pub fn relabel_sample(sample: Sample, configs: &[RelabelConfig]) -> Option<Sampl
         return Some(sample);
     }
     let Sample { name, mut labels, value, timestamp_ms } = sample;
-    labels.set(METRIC_NAME_LABEL.to_owned(), name);
+    labels.set(METRIC_NAME_LABEL, name);
     if !configs.iter().all(|config| config.apply(&mut labels)) {
         return None;
     }
@@ -512,11 +505,12 @@ fn hash_mod(value: &str, modulus: u64) -> u64 {
 }
 
 /// Labels::set with Prometheus' rule that an empty value deletes the label.
-fn set_or_delete(labels: &mut Labels, name: &str, value: String) {
+fn set_or_delete(labels: &mut Labels, name: &str, value: impl Into<Text>) {
+    let value = value.into();
     if value.is_empty() {
         labels.remove(name);
     } else {
-        labels.set(name.to_owned(), value);
+        labels.set(name, value);
     }
 }
 

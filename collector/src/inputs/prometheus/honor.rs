@@ -43,10 +43,7 @@ pub fn attach_target_labels(target: &Labels, mut scraped: Labels, honor: bool) -
 }
 
 fn without_empty(mut labels: Labels) -> Labels {
-    let empty: Vec<String> = labels.iter().filter(|l| l.value.is_empty()).map(|l| l.name.clone()).collect();
-    for name in empty {
-        labels.remove(&name);
-    }
+    labels.retain(|label| !label.value.is_empty());
     labels
 }
 

@@ -112,7 +112,7 @@ impl ScrapeLimits {
     }
 
     fn check_labels(&self, sample: &Sample) -> Result<(), LimitError> {
-        let metric = || sample.name.clone();
+        let metric = || sample.name.to_string();
         // The metric name is the label `__name__`: it counts and its length is checked.
         let count = sample.labels.len() + 1;
         if let Some(limit) = self.labels

@@ -91,7 +91,7 @@ pub fn relabel_targets<'a>(
         .into_iter()
         .flat_map(|(addresses, group_labels)| addresses.iter().map(move |address| (address, group_labels.clone())))
         .filter_map(|(address, mut start)| {
-            start.set("__address__".to_owned(), address.clone());
+            start.set("__address__", address.clone());
             start.set_if_absent("job", job);
             start.set_if_absent("__scheme__", source.scheme.as_str());
             start.set_if_absent("__metrics_path__", source.metrics_path.as_str());
@@ -103,10 +103,7 @@ pub fn relabel_targets<'a>(
                 labels.get("__metrics_path__").unwrap_or("/metrics")
             );
             labels.set_if_absent("instance", &address);
-            let internal: Vec<String> = labels.iter().filter(|l| l.name.starts_with("__")).map(|l| l.name.clone()).collect();
-            for name in internal {
-                labels.remove(&name);
-            }
+            labels.retain(|label| !label.name.starts_with("__"));
             for label in extra {
                 labels.set(label.name.clone(), label.value.clone());
             }

@@ -7,10 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::sample::{Labels, STALE_NAN_BITS, Sample};
+use crate::sample::{Labels, STALE_NAN_BITS, Sample, Text};
 
 /// A series: metric name and labels.
-type SeriesId = (String, Labels);
+type SeriesId = (Text, Labels);
 
 /// What each target exposed at the previous tick.
 #[derive(Debug, Default)]

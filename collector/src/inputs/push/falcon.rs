@@ -95,7 +95,7 @@ fn to_sample(item: &serde_json::Value, now_ms: i64) -> Result<Sample, String> {
         item.timestamp.checked_mul(1_000).ok_or_else(|| format!("timestamp {} out of range", item.timestamp))?
     };
     let mut labels = parse_tags(&item.tags)?;
-    labels.set(ENDPOINT_LABEL.to_owned(), item.endpoint);
+    labels.set(ENDPOINT_LABEL, item.endpoint);
     Ok(Sample::new(item.metric, labels, value, timestamp_ms))
 }
 
@@ -116,7 +116,7 @@ pub fn parse_tags(tags: &str) -> Result<Labels, String> {
         if labels.get(key).is_some() {
             return Err(format!("duplicate tag {key:?}"));
         }
-        labels.set(key.to_owned(), value.to_owned());
+        labels.set(key, value);
     }
     Ok(labels)
 }
@@ -202,7 +202,7 @@ mod tests {
                 .into_iter()
                 .map(|(endpoint, metric, tags, value, ts)| {
                     let mut labels = Labels::from_pairs(tags);
-                    labels.set(ENDPOINT_LABEL.to_owned(), endpoint);
+                    labels.set(ENDPOINT_LABEL, endpoint);
                     Sample::new(metric, labels, value, ts * 1000)
                 })
                 .collect();

@@ -105,7 +105,7 @@ mod tests {
     use super::*;
     use crate::outputs::remote_write::encode_batch;
     use crate::outputs::remote_write::proto::{Label, TimeSeries};
-    use crate::sample::STALE_NAN_BITS;
+    use crate::sample::{STALE_NAN_BITS, Text};
     use proptest::prelude::*;
 
     const LIMIT: usize = 1 << 20;
@@ -130,7 +130,7 @@ mod tests {
     }
 
     /// Samples compared with values as bits, so NaNs (stale markers) compare too.
-    fn bits(samples: &[Sample]) -> Vec<(String, Labels, u64, i64)> {
+    fn bits(samples: &[Sample]) -> Vec<(Text, Labels, u64, i64)> {
         let mut all: Vec<_> =
             samples.iter().map(|s| (s.name.clone(), s.labels.clone(), zero_as_positive(s.value).to_bits(), s.timestamp_ms)).collect();
         all.sort_by(|a, b| (&a.0, &a.1, a.3, a.2).cmp(&(&b.0, &b.1, b.3, b.2)));

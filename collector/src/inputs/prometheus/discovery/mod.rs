@@ -66,14 +66,14 @@ impl DiscoveryConfig {
         if let Some(files) = files {
             for (path, group) in files.groups() {
                 let mut labels = Labels::from_pairs(group.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                labels.set(file::META_FILEPATH.to_owned(), path.display().to_string());
+                labels.set(file::META_FILEPATH, path.display().to_string());
                 groups.push((group.targets.as_slice(), labels));
             }
         }
         if let Some(http) = http {
             for group in http.groups() {
                 let mut labels = Labels::from_pairs(group.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                labels.set(http::META_URL.to_owned(), http.url().to_owned());
+                labels.set(http::META_URL, http.url());
                 groups.push((group.targets.as_slice(), labels));
             }
         }

@@ -22,7 +22,7 @@
 
 use std::borrow::Cow;
 
-use crate::sample::{Label, Labels};
+use crate::sample::{Label, Labels, Text};
 
 /// The exposition format of a scraped body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub fn format_from_content_type(content_type: Option<&str>) -> ExpositionFormat 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParsedSample {
     /// Metric name as exposed (OpenMetrics counters keep their `_total`).
-    pub name: String,
+    pub name: Text,
     /// The sample's labels; the metric name is not among them.
     pub labels: Labels,
     /// The value; any exposed NaN is Prometheus' normal NaN, never the stale marker.
@@ -664,7 +664,7 @@ impl<'a> Parser<'a> {
             Dialect::Text => self.text_timestamp()?,
             Dialect::OpenMetrics => self.openmetrics_suffix()?,
         };
-        self.samples.push(ParsedSample { name: name.to_owned(), labels, value: canonical_nan(value), timestamp_ms });
+        self.samples.push(ParsedSample { name: name.into(), labels, value: canonical_nan(value), timestamp_ms });
         Ok(())
     }
 
@@ -831,7 +831,7 @@ impl<'a> Parser<'a> {
             }
         }
         Ok(Labels::from_sorted_unique(
-            self.scratch.drain(..).map(|label| Label { name: label.name.to_owned(), value: label.value.into_owned() }),
+            self.scratch.drain(..).map(|label| Label { name: label.name.into(), value: label.value.into() }),
         ))
     }
 

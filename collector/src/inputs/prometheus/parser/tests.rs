@@ -25,7 +25,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 fn sample(name: &str, pairs: &[(&str, &str)], value: f64, timestamp_ms: Option<i64>) -> ParsedSample {
-    ParsedSample { name: name.to_owned(), labels: labels(pairs), value, timestamp_ms }
+    ParsedSample { name: name.into(), labels: labels(pairs), value, timestamp_ms }
 }
 
 // ---- content negotiation ----
@@ -422,7 +422,7 @@ fn sample_strategy() -> impl Strategy<Value = ParsedSample> {
         proptest::option::of(0i64..4_000_000_000_000),
     )
         .prop_map(|(name, pairs, value, timestamp_ms)| ParsedSample {
-            name,
+            name: name.into(),
             labels: Labels::from_pairs(pairs.into_iter().filter(|(n, _)| n != "__name__")),
             value,
             timestamp_ms,
