@@ -8,6 +8,11 @@
 //! after B is restarted on the same port and data directory it catches up from its queues: in
 //! the end every backend holds every sequence number it was routed, with no gap.
 //!
+//! A second test gives the `replicated` output a Redis buffer and an address that refuses
+//! connections, then removes that address from the spec: its queue is discarded after
+//! `orphanRetention` and its samples counted as `queue_orphaned`, while the other address keeps
+//! receiving.
+//!
 //! Routing details (same node for a series, copies to every address, broadcast) are unit-tested
 //! in `collector/src/fanout/delivery.rs`; this test checks the behaviour with real processes.
 
@@ -20,7 +25,7 @@ mod sequence;
 use std::time::Duration;
 
 use common::{Collector, within, write_atomically};
-use metricshard_e2e::backends::VictoriaMetrics;
+use metricshard_e2e::backends::{Redis, VictoriaMetrics};
 use sequence::{input_manifest, read_sequences, start_sequence_target};
 
 const SERIES: usize = 16;
@@ -150,4 +155,67 @@ async fn a_stopped_node_holds_up_no_other_and_catches_up_after_restart() {
         ra.duplicates + sa.duplicates,
         rb.duplicates + sb.duplicates
     );
+}
+
+/// The `replicated` output with a Redis buffer, over `addresses`; a queue unused for 1 s goes.
+fn redis_output(redis: &Redis, addresses: &[String]) -> String {
+    let addresses = addresses.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "apiVersion: metricshard.io/v1alpha1\nkind: MetricOutput\nmetadata: {{name: replicated, namespace: demo}}\n\
+         spec:\n  protocol:\n    remoteWrite:\n      fanOut:\n        nodes:\n\
+         \x20         - {{name: pair, addresses: [{addresses}]}}\n\
+         \x20 batch: {{maxSamples: 500, flushInterval: 100ms}}\n\
+         \x20 buffer:\n    redis: {{url: \"{}\", leaseDuration: 1s, orphanRetention: 1s}}\n",
+        redis.url()
+    )
+}
+
+/// Queue prefixes of the `replicated` output that hold data in Redis.
+async fn queues_in_redis(redis: &Redis) -> std::collections::BTreeSet<String> {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        ::redis::cmd("KEYS").arg("{metricshard:v1:MetricOutput/demo/replicated:*}:m").query_async(&mut connection).await.unwrap();
+    keys.iter().filter_map(|key| key.rsplit_once(':').and_then(|(head, _)| head.rsplit_once(':')).map(|(queue, _)| queue.to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_of_a_removed_address_is_discarded_and_counted() {
+    let (backend, redis) = tokio::join!(VictoriaMetrics::start(), Redis::start());
+    let (backend, redis) = (backend.unwrap(), redis.unwrap());
+    // The second address refuses connections: its queue only grows.
+    let dead = format!("http://127.0.0.1:{}/api/v1/write", common::free_port());
+    let (target, _served) = start_sequence_target(SERIES).await;
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write_atomically(&manifests.join("outputs.yaml"), &redis_output(&redis, &[backend.remote_write_url(), dead.clone()]));
+    write_atomically(&manifests.join("inputs.yaml"), &input_manifest("replicated", target, "200ms", "150ms", "replicated"));
+    let collector = Collector::start(&manifests, work.path());
+    let buffered = format!(
+        "metricshard_output_node_buffered_samples{{output=\"MetricOutput/demo/replicated\",node=\"pair\",address=\"{dead}\"}}"
+    );
+    within("the dead address's queue holds samples", TIMEOUT, || async {
+        collector.metric(&buffered).await.unwrap_or(0.0) >= (SERIES * 5) as f64
+    })
+    .await;
+    assert_eq!(queues_in_redis(&redis).await.len(), 2, "one queue per address");
+
+    // The dead address leaves the spec: its queue has no delivery loop any more.
+    let held_before = collector.metric(&buffered).await.unwrap_or(0.0);
+    write_atomically(&manifests.join("outputs.yaml"), &redis_output(&redis, &[backend.remote_write_url()]));
+    let discarded = "metricshard_output_dropped_samples_total{output=\"MetricOutput/demo/replicated\",reason=\"queue_orphaned\"}";
+    within("the orphaned queue is discarded and counted", TIMEOUT, || async { collector.metric(discarded).await.unwrap_or(0.0) > 0.0 })
+        .await;
+    let counted = collector.metric(discarded).await.unwrap();
+    eprintln!("discarded {counted} samples of the removed address (its depth before the edit: {held_before})");
+    assert!(counted >= held_before, "counted {counted}, but the queue held {held_before} before the edit");
+    assert_eq!(queues_in_redis(&redis).await.len(), 1, "only the remaining address's queue is left");
+    // The remaining address keeps receiving.
+    let highest = read_sequences(&backend, "replicated").await.highest();
+    within("the remaining address keeps receiving", TIMEOUT, || async {
+        read_sequences(&backend, "replicated").await.highest() >= highest + 5
+    })
+    .await;
+    assert!(!collector.log().contains("panicked"), "collector log:\n{}", collector.log());
 }

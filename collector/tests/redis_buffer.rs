@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metricshard_collector::buffer::memory::MemoryBuffer;
+use metricshard_collector::buffer::redis::orphans::{Discarded, OrphanedQueues};
 use metricshard_collector::buffer::redis::{RedisBuffer, RedisBufferConfig};
 use metricshard_collector::buffer::{Batch, Buffer, BufferError};
 use metricshard_collector::sample::{Labels, Sample};
@@ -318,6 +319,65 @@ async fn another_collector_drains_what_a_dead_one_left() {
     }
     assert_exactly_once_in_order(&delivered, &expected);
     assert_eq!(peer.held_in_redis().await.unwrap(), 0);
+}
+
+/// Samples held in Redis under a queue prefix, read through a buffer of its own (which joins the
+/// queue's members and takes leases for a while).
+async fn held_under(server: &RedisServer, prefix: &str) -> u64 {
+    let mut reader = RedisBuffer::start(config(server, prefix, 16)).unwrap();
+    let held = reader.held_in_redis().await.unwrap();
+    reader.abandon();
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_no_destination_uses_is_discarded_after_its_retention_and_counted() {
+    let server = RedisServer::start();
+    let live = "out:node/a/00000000000000aa";
+    let orphan = "out:node/b/00000000000000bb";
+    let targets = |from: usize, count: usize| (from..from + count).map(|t| sample(&format!("10.0.1.{t}:9100"), 1)).collect::<Vec<_>>();
+
+    // The live destination's queue; a queue whose address left the spec, its collector gone
+    // with a batch in flight; the output's plain queue, which a collector still runs (an older
+    // generation of the output, say); and another output's abandoned queue.
+    let mut running = RedisBuffer::start(config(&server, live, 16)).unwrap();
+    running.push(targets(0, 100)).await.unwrap();
+    let mut gone = RedisBuffer::start(config(&server, orphan, 16)).unwrap();
+    gone.push(targets(0, 300)).await.unwrap();
+    owning(&gone, 16).await;
+    let _in_flight = gone.batch(50).await.unwrap().unwrap();
+    gone.abandon();
+    let abandoned = Instant::now();
+    let mut older_generation = RedisBuffer::start(config(&server, "out", 16)).unwrap();
+    older_generation.push(targets(0, 70)).await.unwrap();
+    let mut other_output = RedisBuffer::start(config(&server, "out2:node/b/00000000000000bb", 16)).unwrap();
+    other_output.push(targets(0, 10)).await.unwrap();
+    other_output.abandon();
+
+    let retention = Duration::from_secs(2);
+    let mut sweeper = OrphanedQueues::new(&server.url(), "out", [live.to_owned()], retention).unwrap();
+    let mut discarded = Vec::new();
+    while discarded.is_empty() {
+        assert!(abandoned.elapsed() < Duration::from_secs(20), "the orphaned queue was never discarded");
+        discarded = sweeper.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = abandoned.elapsed();
+    eprintln!("orphaned queue discarded {waited:?} after its collector died (lease 1s, retention 2s)");
+    assert!(waited >= retention, "discarded after {waited:?}, before the retention of {retention:?}");
+    assert_eq!(discarded, vec![Discarded { queue: orphan.to_owned(), samples: 300 }], "its 300 samples, the batch in flight included");
+    let mut connection = server.connection().await;
+    let left: Vec<String> = redis::cmd("KEYS").arg(format!("{{{orphan}:*")).query_async(&mut connection).await.unwrap();
+    assert!(left.is_empty(), "keys of the discarded queue left: {left:?}");
+
+    // Long after, nothing else went: not the live queue, not the queue a collector still runs,
+    // not another output's.
+    tokio::time::sleep(retention + Duration::from_millis(500)).await;
+    assert_eq!(sweeper.pass().await.unwrap(), vec![]);
+    assert_eq!(held_under(&server, live).await, 100);
+    assert_eq!(older_generation.held_in_redis().await.unwrap(), 70);
+    assert_eq!(held_under(&server, "out2:node/b/00000000000000bb").await, 10);
+    drop(running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

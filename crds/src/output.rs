@@ -213,10 +213,22 @@ pub struct RedisBuffer {
     /// collector takes them over and delivers what they hold.
     #[serde(default = "default_lease_duration")]
     pub lease_duration: Duration,
+    /// How long the Redis queue of a destination this output no longer has (an address removed
+    /// from `fanOut`, or the switch between `url` and `fanOut`) is kept before its undelivered
+    /// samples are discarded and counted in
+    /// `metricshard_output_dropped_samples_total{reason="queue_orphaned"}`. Put the address back
+    /// within this time and its queue is delivered. A queue that any collector still runs is
+    /// never discarded.
+    #[serde(default = "default_orphan_retention")]
+    pub orphan_retention: Duration,
 }
 
 fn default_redis_max_samples() -> u64 {
     10_000_000
+}
+
+fn default_orphan_retention() -> Duration {
+    Duration::from_std(std::time::Duration::from_secs(600))
 }
 
 fn default_lease_duration() -> Duration {

@@ -17,6 +17,7 @@
 //! - Pushes that cannot reach Redis wait in a bounded local queue and are retried first.
 
 mod leases;
+pub mod orphans;
 mod push;
 mod scripts;
 
@@ -45,6 +46,9 @@ pub const CHUNK_SAMPLES: usize = 1024;
 
 /// How long pushes only stage after a push found Redis unreachable.
 const STAGING_QUIET: Duration = Duration::from_millis(500);
+
+/// How long a Redis command may take before the connection counts as broken.
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most chunks sent in one round trip when pushing.
 const CHUNKS_PER_ROUND: usize = 64;
@@ -81,7 +85,7 @@ impl RedisBufferConfig {
             partitions: PARTITIONS,
             identity: default_identity(),
             staging_limit: 100_000,
-            response_timeout: Duration::from_secs(5),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         }
     }
 
@@ -156,6 +160,24 @@ struct PartitionKeys {
     stream: String,
     meta: String,
     lease: String,
+}
+
+impl PartitionKeys {
+    /// The keys of partition `partition` of the queue under `prefix`.
+    fn of(prefix: &str, partition: u16) -> Self {
+        let tag = format!("{{{prefix}:{partition}}}");
+        Self { stream: format!("{tag}:s"), meta: format!("{tag}:m"), lease: format!("{tag}:l") }
+    }
+}
+
+/// Few quick reconnection attempts per command: the pipeline has its own backoff, and a
+/// command stuck in reconnection would hold the output's loop.
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout))
 }
 
 /// What the buffer and its lease keeper share.
@@ -241,20 +263,9 @@ impl RedisBuffer {
     pub fn start(config: RedisBufferConfig) -> Result<Self, RedisBufferError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RedisBufferError::NoRuntime)?;
         let client = ::redis::Client::open(config.url.as_str()).map_err(RedisBufferError::Url)?;
-        // Few quick reconnection attempts per command: the pipeline has its own backoff, and a
-        // command stuck in reconnection would hold the output's loop.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(config.response_timeout));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(RedisBufferError::Url)?;
-        let partitions = (0..config.partitions.max(1))
-            .map(|p| {
-                let tag = format!("{{{}:{p}}}", config.key_prefix);
-                PartitionKeys { stream: format!("{tag}:s"), meta: format!("{tag}:m"), lease: format!("{tag}:l") }
-            })
-            .collect();
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, manager_config(config.response_timeout)).map_err(RedisBufferError::Url)?;
+        let partitions = (0..config.partitions.max(1)).map(|p| PartitionKeys::of(&config.key_prefix, p)).collect();
         let shared = Arc::new(Shared {
             token: format!("{}/{:016x}", config.identity, rand::random::<u64>()),
             members: format!("{}:members", config.key_prefix),

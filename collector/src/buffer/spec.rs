@@ -1,11 +1,11 @@
 //! Turns an output's `buffer` spec into the buffer its pipeline uses.
 
 use metricshard_crds::BufferSpec;
-use metricshard_crds::output::EffectiveBuffer;
+use metricshard_crds::output::{EffectiveBuffer, RedisBuffer};
 
 use super::Buffer;
 use super::memory::MemoryBuffer;
-use super::redis::{RedisBuffer, RedisBufferConfig, RedisBufferError};
+use super::redis::{RedisBuffer as RedisQueue, RedisBufferConfig, RedisBufferError};
 use crate::routing::OutputId;
 
 /// Builds the buffer of `output`: memory unless `redis` is set. Never connects: a Redis buffer
@@ -22,16 +22,24 @@ pub fn build_queue(spec: &BufferSpec, output: &OutputId, queue: Option<&str>) ->
     match spec.effective() {
         EffectiveBuffer::Memory(memory) => Ok(Box::new(MemoryBuffer::new(memory.max_samples))),
         EffectiveBuffer::Redis(redis) => {
-            let prefix = redis.key_prefix.clone().unwrap_or_else(|| default_key_prefix(output));
-            let prefix = match queue {
-                Some(queue) => format!("{prefix}:{queue}"),
-                None => prefix,
-            };
-            let mut config = RedisBufferConfig::new(&redis.url, prefix);
+            let mut config = RedisBufferConfig::new(&redis.url, queue_prefix(&output_prefix(redis, output), queue));
             config.max_samples = redis.max_samples;
             config.lease = redis.lease_duration.get();
-            Ok(Box::new(RedisBuffer::start(config)?))
+            Ok(Box::new(RedisQueue::start(config)?))
         }
+    }
+}
+
+/// The key prefix of a Redis-buffered output: its `keyPrefix`, or the default.
+pub fn output_prefix(redis: &RedisBuffer, output: &OutputId) -> String {
+    redis.key_prefix.clone().unwrap_or_else(|| default_key_prefix(output))
+}
+
+/// The key prefix of one queue of an output (see [`build_queue`]).
+pub fn queue_prefix(output_prefix: &str, queue: Option<&str>) -> String {
+    match queue {
+        Some(queue) => format!("{output_prefix}:{queue}"),
+        None => output_prefix.to_owned(),
     }
 }
 

@@ -12,6 +12,8 @@
 //! drops from) only its own buffer. The delivery loops read their channels while writing, so the
 //! router never waits on a slow address. See docs/design.md, "Fan-out".
 
+use std::time::Duration;
+
 use metricshard_crds::{BufferSpec, EffectiveNodes, FanOutMode, MemoryBuffer, OutputProtocol};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -20,13 +22,14 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{FanOut, RingError};
 use crate::buffer;
+use crate::buffer::redis::orphans::OrphanedQueues;
 use crate::output_status::NodeHandle;
 use crate::outputs::Sink;
 use crate::pipeline::{self, PipelineSettings};
 use crate::routing::OutputId;
 use crate::runtime::OwnedOutputSettings;
 use crate::sample::Sample;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{OutputReasonLabels, Telemetry};
 
 /// Gathers queued between the router and one destination's delivery loop. The loops read their
 /// channel while a write is in flight, so this only absorbs scheduling delays.
@@ -229,11 +232,15 @@ pub fn start(
         handles.push(tokio::spawn(pipeline::run(node, pipeline_settings.clone(), sink, buffer, receiver, never)));
         senders.push(sender);
     }
+    let sweeper = sweep_orphaned_queues(output, &settings.buffer, &plan, telemetry)?;
     let board = telemetry.output_nodes.clone();
     board.register(output.clone(), generation, nodes.clone());
     let output = output.clone();
     Ok(tokio::spawn(async move {
         route(&plan, incoming, &senders, cancel).await;
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         drop(senders);
         for handle in handles {
             if let Err(error) = handle.await {
@@ -245,6 +252,47 @@ pub fn start(
         }
         board.unregister(&output, generation);
     }))
+}
+
+/// Starts the task that discards the Redis queues this output's destinations no longer use
+/// (`buffer::redis::orphans`), counting their samples as dropped (`queue_orphaned`). Only for a
+/// Redis buffer; it looks every tenth of the retention, between 1 s and 1 min.
+fn sweep_orphaned_queues(
+    output: &OutputId,
+    spec: &BufferSpec,
+    plan: &OutputPlan,
+    telemetry: &Telemetry,
+) -> Result<Option<JoinHandle<()>>, DeliveryError> {
+    let Some(redis) = &spec.redis else { return Ok(None) };
+    let output_prefix = buffer::spec::output_prefix(redis, output);
+    let single = plan.is_single();
+    let live: Vec<String> = plan
+        .destinations()
+        .iter()
+        .map(|destination| {
+            let queue = (!single).then(|| destination.queue_name());
+            buffer::spec::queue_prefix(&output_prefix, queue.as_deref())
+        })
+        .collect();
+    let retention = redis.orphan_retention.get();
+    let mut queues = OrphanedQueues::new(&redis.url, output_prefix, live, retention)?;
+    let period = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let (output, telemetry) = (output.to_string(), telemetry.clone());
+    Ok(Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            match queues.pass().await {
+                Ok(discarded) => {
+                    for queue in discarded {
+                        tracing::warn!(output = %output, queue = %queue.queue, samples = queue.samples, "discarded the Redis queue of a destination this output no longer has");
+                        let labels = OutputReasonLabels { output: output.clone(), reason: "queue_orphaned" };
+                        telemetry.output_dropped.get_or_create(&labels).inc_by(queue.samples);
+                    }
+                }
+                Err(error) => tracing::debug!(output = %output, "looking for orphaned Redis queues failed: {error}"),
+            }
+        }
+    })))
 }
 
 /// Forwards every batch to its destinations until `cancel` fires or `incoming` closes, then
