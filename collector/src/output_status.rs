@@ -174,11 +174,24 @@ impl NodeHandle {
     }
 }
 
-/// The addresses of one running output.
+/// The addresses of one running output, or why its generation does not run.
 #[derive(Clone)]
 struct BoardEntry {
     generation: i64,
     nodes: Vec<NodeHandle>,
+    refusal: Option<String>,
+}
+
+/// What this collector reports of one output: the generation it runs (or refuses), its
+/// addresses, and the reason for a refusal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputReport {
+    /// The output's generation.
+    pub generation: i64,
+    /// One status per address; empty when refused.
+    pub nodes: Vec<NodeStatus>,
+    /// Why the generation does not run.
+    pub refusal: Option<String>,
 }
 
 /// The node handles of every running output, shared by the runtime (which registers them) and
@@ -191,22 +204,39 @@ pub struct OutputNodeBoard {
 impl OutputNodeBoard {
     /// Publishes the handles of `output` at `generation`, replacing an older generation's.
     pub fn register(&self, output: OutputId, generation: i64, nodes: Vec<NodeHandle>) {
-        self.lock().insert(output, BoardEntry { generation, nodes });
+        self.lock().insert(output, BoardEntry { generation, nodes, refusal: None });
     }
 
-    /// Withdraws `output` (stopped or replaced).
+    /// Withdraws `output` at `generation` (its pipeline stopped or was replaced).
     pub fn unregister(&self, output: &OutputId, generation: i64) {
         let mut outputs = self.lock();
-        if outputs.get(output).is_some_and(|entry| entry.generation == generation) {
+        if outputs.get(output).is_some_and(|entry| entry.generation == generation && entry.refusal.is_none()) {
             outputs.remove(output);
         }
     }
 
-    /// Each running output's generation and node statuses, now.
-    pub fn snapshot(&self) -> BTreeMap<OutputId, (i64, Vec<NodeStatus>)> {
+    /// Publishes that `output` at `generation` does not run here, and why.
+    pub fn refuse(&self, output: OutputId, generation: i64, reason: String) {
+        self.lock().insert(output, BoardEntry { generation, nodes: Vec::new(), refusal: Some(reason) });
+    }
+
+    /// Forgets `output` entirely (it left the desired state).
+    pub fn forget(&self, output: &OutputId) {
+        self.lock().remove(output);
+    }
+
+    /// What this collector reports of each output it runs or refuses, now.
+    pub fn snapshot(&self) -> BTreeMap<OutputId, OutputReport> {
         self.lock()
             .iter()
-            .map(|(id, entry)| (id.clone(), (entry.generation, entry.nodes.iter().map(node_status).collect())))
+            .map(|(id, entry)| {
+                let report = OutputReport {
+                    generation: entry.generation,
+                    nodes: entry.nodes.iter().map(node_status).collect(),
+                    refusal: entry.refusal.clone(),
+                };
+                (id.clone(), report)
+            })
             .collect()
     }
 
@@ -237,19 +267,22 @@ fn to_time(time: SystemTime) -> Option<Time> {
 
 /// What was last written for one output.
 struct WrittenEntry {
-    generation: i64,
-    nodes: Vec<NodeStatus>,
+    report: OutputReport,
     at: Instant,
 }
 
-/// True when `next` must be written now, given what was written last.
-fn due(last: Option<&WrittenEntry>, generation: i64, next: &[NodeStatus], now: Instant) -> bool {
+/// True when `next` must be written now, given what was written last: at once for a new
+/// generation, a refusal or a change of reachability, otherwise at most every [`STATUS_INTERVAL`].
+fn due(last: Option<&WrittenEntry>, next: &OutputReport, now: Instant) -> bool {
     let Some(last) = last else { return true };
     let reachability = |nodes: &[NodeStatus]| nodes.iter().map(|n| (n.address.clone(), n.reachable)).collect::<Vec<_>>();
-    if last.generation != generation || reachability(&last.nodes) != reachability(next) {
+    if last.report.generation != next.generation
+        || last.report.refusal != next.refusal
+        || reachability(&last.report.nodes) != reachability(&next.nodes)
+    {
         return true;
     }
-    last.nodes != next && now.duration_since(last.at) >= STATUS_INTERVAL
+    last.report.nodes != next.nodes && now.duration_since(last.at) >= STATUS_INTERVAL
 }
 
 /// Writes this collector's entry of every running output's status until `stop` fires, then
@@ -272,18 +305,19 @@ pub async fn run_writer(client: Client, collector: String, board: OutputNodeBoar
             apply(&client, &manager, &id, None).await;
         }
         let now = Instant::now();
-        for (id, (generation, nodes)) in snapshot {
-            if !due(written.get(&id), generation, &nodes, now) {
+        for (id, report) in snapshot {
+            if !due(written.get(&id), &report, now) {
                 continue;
             }
             let entry = CollectorOutputStatus {
                 collector: collector.clone(),
                 update_time: to_time(SystemTime::now()),
-                observed_generation: Some(generation),
-                nodes: nodes.clone(),
+                observed_generation: Some(report.generation),
+                refusal: report.refusal.clone(),
+                nodes: report.nodes.clone(),
             };
             if apply(&client, &manager, &id, Some(entry)).await {
-                written.insert(id, WrittenEntry { generation, nodes, at: now });
+                written.insert(id, WrittenEntry { report, at: now });
             }
         }
     }
@@ -340,16 +374,40 @@ mod tests {
         NodeStatus { name: "a".into(), address: address.into(), reachable, written, ..Default::default() }
     }
 
+    fn report(generation: i64, nodes: Vec<NodeStatus>, refusal: Option<&str>) -> OutputReport {
+        OutputReport { generation, nodes, refusal: refusal.map(str::to_owned) }
+    }
+
     #[test]
     fn writes_are_rate_limited_except_for_reachability_changes() {
         let start = Instant::now();
-        let last = WrittenEntry { generation: 1, nodes: vec![node("x", true, 10)], at: start };
-        assert!(due(None, 1, &[node("x", true, 10)], start), "first write");
-        assert!(!due(Some(&last), 1, &[node("x", true, 10)], start + STATUS_INTERVAL), "nothing changed");
-        assert!(!due(Some(&last), 1, &[node("x", true, 20)], start + Duration::from_secs(1)), "figures wait");
-        assert!(due(Some(&last), 1, &[node("x", true, 20)], start + STATUS_INTERVAL), "figures after the interval");
-        assert!(due(Some(&last), 1, &[node("x", false, 10)], start + Duration::from_secs(1)), "reachability at once");
-        assert!(due(Some(&last), 2, &[node("x", true, 10)], start), "new generation at once");
+        let last = WrittenEntry { report: report(1, vec![node("x", true, 10)], None), at: start };
+        let soon = start + Duration::from_secs(1);
+        assert!(due(None, &report(1, vec![node("x", true, 10)], None), start), "first write");
+        assert!(!due(Some(&last), &report(1, vec![node("x", true, 10)], None), start + STATUS_INTERVAL), "nothing changed");
+        assert!(!due(Some(&last), &report(1, vec![node("x", true, 20)], None), soon), "figures wait");
+        assert!(due(Some(&last), &report(1, vec![node("x", true, 20)], None), start + STATUS_INTERVAL), "figures after the interval");
+        assert!(due(Some(&last), &report(1, vec![node("x", false, 10)], None), soon), "reachability at once");
+        assert!(due(Some(&last), &report(2, vec![node("x", true, 10)], None), start), "new generation at once");
+        assert!(due(Some(&last), &report(1, vec![], Some("secret ns/s not found")), start), "a refusal at once");
+    }
+
+    #[test]
+    fn a_refused_generation_is_reported_until_one_runs_or_the_output_goes() {
+        let board = OutputNodeBoard::default();
+        let id = OutputId { kind: OutputKind::MetricOutput, namespace: Some("ns".into()), name: "out".into() };
+        board.refuse(id.clone(), 4, "secret ns/token not found".into());
+        assert_eq!(board.snapshot()[&id], report(4, vec![], Some("secret ns/token not found")));
+        // The pipeline of generation 3 ending late does not withdraw the refusal of 4.
+        board.unregister(&id, 3);
+        board.unregister(&id, 4);
+        assert_eq!(board.snapshot()[&id].refusal.as_deref(), Some("secret ns/token not found"));
+        let handle = NodeHandle::new("MetricOutput/ns/out", "a", "http://a", Telemetry::new());
+        board.register(id.clone(), 5, vec![handle]);
+        assert_eq!(board.snapshot()[&id].refusal, None, "running generation 5 replaces the refusal");
+        board.refuse(id.clone(), 6, "no such key".into());
+        board.forget(&id);
+        assert!(board.snapshot().is_empty());
     }
 
     #[test]
@@ -361,8 +419,8 @@ mod tests {
         board.register(id.clone(), 3, vec![handle.clone()]);
         handle.set_depth(7);
         handle.will_retry("connection refused");
-        let (generation, nodes) = board.snapshot().remove(&id).unwrap();
-        assert_eq!(generation, 3);
+        let OutputReport { generation, nodes, refusal } = board.snapshot().remove(&id).unwrap();
+        assert_eq!((generation, refusal), (3, None));
         assert!(!nodes[0].reachable);
         assert_eq!(nodes[0].last_error.as_deref(), Some("connection refused"));
         assert_eq!((nodes[0].buffer_depth, nodes[0].retried), (7, 1));

@@ -200,6 +200,8 @@ impl Runtime {
                 Err(reason) => {
                     // Inputs using it count their samples as undeliverable (output_not_found).
                     tracing::error!(output = %id, "cannot start output: {reason}");
+                    // In cluster mode the status writer puts the reason into the output's status.
+                    self.telemetry.output_nodes.refuse(id.clone(), output.generation, reason.clone());
                     report.outputs_refused.push((id.clone(), reason));
                 }
             }
@@ -208,6 +210,7 @@ impl Runtime {
         let gone: Vec<OutputId> = self.outputs.keys().filter(|id| !desired.outputs.contains_key(id)).cloned().collect();
         for id in gone {
             self.stop_output(&id).await;
+            self.telemetry.output_nodes.forget(&id);
             report.outputs_stopped.push(id);
         }
         report

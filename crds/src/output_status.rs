@@ -38,9 +38,13 @@ pub struct CollectorOutputStatus {
     /// When the collector last wrote this entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<Time>,
-    /// The `metadata.generation` of the output the collector runs.
+    /// The `metadata.generation` of the output the collector runs, or refuses to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Why the collector does not run `observedGeneration` (a Secret or key that is missing, an
+    /// address it cannot use); absent while it runs it. A refused output has no `nodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     /// One entry per address of every node (one node named `default` when the output has a
     /// single `url`, or writes to stdout or a file).
     #[serde(default)]

@@ -4,7 +4,9 @@
 //! VictoriaMetrics runs, then unreachable with the reason once it is stopped, and reachable again
 //! after it comes back. On SIGTERM the collector removes its entry. The chart's operator
 //! summarises the entries into the output's `Ready` condition: `True`/`Reachable`, then
-//! `False`/`Unreachable` naming the collector and the address, `True` again, and
+//! `False`/`Unreachable` naming the collector and the address, `True` again, `False`/`Refused`
+//! with the collector's reason while the output names a Secret that does not exist, `True` once
+//! it does, and
 //! `Unknown`/`NoCollector` once no collector reports; the entry a SIGKILLed collector leaves is
 //! removed by the operator once its Lease expired and the retention passed.
 //!
@@ -14,7 +16,8 @@
 
 use std::time::Duration;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use metricshard_e2e::backends::VictoriaMetrics;
 use metricshard_e2e::release::{ChartPodProcess, ChartRelease, ScrapeTarget};
@@ -149,6 +152,24 @@ async fn a_collector_reports_each_backend_node_in_the_output_status() {
     .unwrap();
 
     wait_ready(&outputs, "True", "the output Ready again").await;
+
+    // A generation the collector cannot run (its token Secret does not exist): the collector
+    // says why in its entry and the condition carries it; creating the Secret brings it back.
+    let token_ref = json!({ "authorization": { "credentials": { "name": "vm-token", "key": "token" } } });
+    let patch = json!({ "spec": { "protocol": { "remoteWrite": token_ref } } });
+    outputs.patch("vm", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let refused = wait_ready(&outputs, "False", "the output not Ready, with the collector's refusal").await;
+    assert_eq!(refused["reason"], "Refused", "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&collector_name) && message.contains(&format!("Secret {}/vm-token", team.name())), "{message}");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "vm-token" },
+        "stringData": { "token": "t0ken" },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), team.name()).create(&PostParams::default(), &secret).await.unwrap();
+    let ready = wait_ready(&outputs, "True", "the output Ready once its Secret exists").await;
+    assert_eq!(ready["reason"], "Reachable", "{ready}");
 
     // A clean stop removes this collector's entry (its field manager owned only that).
     assert!(collector.terminate(Duration::from_secs(20)).unwrap().success());

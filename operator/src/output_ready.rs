@@ -29,8 +29,9 @@ pub struct Readiness {
 /// Entries of collectors that are not live (gone without removing their entry) do not count.
 ///
 /// - `Unknown`/`NoCollector`: no live collector reports the output.
-/// - `Unknown`/`NotRunning`: live collectors report it, none runs this generation yet; one that
-///   cannot build it (a missing Secret, say) says why in its log and `metricshard_output_*`.
+/// - `Unknown`/`NotRunning`: live collectors report it, none has taken up this generation yet.
+/// - `False`/`Refused`: some collector refuses this generation (a missing Secret, say); the
+///   message names the collector and its reason.
 /// - `False`/`Unreachable`: some collector cannot write to some address (named, with the error).
 /// - `True`/`Reachable`: every live collector running this generation reaches every address.
 pub fn readiness(generation: Option<i64>, entries: &[CollectorOutputStatus], live: &BTreeSet<String>) -> Readiness {
@@ -56,6 +57,13 @@ pub fn readiness(generation: Option<i64>, entries: &[CollectorOutputStatus], liv
             ),
         };
     }
+    let refusals: Vec<String> = current
+        .iter()
+        .filter_map(|entry| entry.refusal.as_ref().map(|reason| format!("{}: {reason}", entry.collector)))
+        .collect();
+    if !refusals.is_empty() {
+        return Readiness { status: "False", reason: "Refused", message: summary(&refusals) };
+    }
     let problems: Vec<String> = current
         .iter()
         .flat_map(|entry| {
@@ -73,11 +81,16 @@ pub fn readiness(generation: Option<i64>, entries: &[CollectorOutputStatus], liv
             message: format!("{} collector(s) reach all {} address(es)", current.len(), addresses.len()),
         };
     }
+    Readiness { status: "False", reason: "Unreachable", message: summary(&problems) }
+}
+
+/// The first few problems, then how many more.
+fn summary(problems: &[String]) -> String {
     let mut message = problems.iter().take(NAMED_PROBLEMS).cloned().collect::<Vec<_>>().join("; ");
     if problems.len() > NAMED_PROBLEMS {
         message.push_str(&format!("; and {} more", problems.len() - NAMED_PROBLEMS));
     }
-    Readiness { status: "False", reason: "Unreachable", message }
+    message
 }
 
 /// The collectors whose entries are left over: not live, and not updated for `after` (an entry
@@ -120,7 +133,13 @@ mod tests {
     }
 
     fn entry(collector: &str, generation: i64, nodes: Vec<NodeStatus>) -> CollectorOutputStatus {
-        CollectorOutputStatus { collector: collector.into(), update_time: None, observed_generation: Some(generation), nodes }
+        CollectorOutputStatus {
+            collector: collector.into(),
+            update_time: None,
+            observed_generation: Some(generation),
+            refusal: None,
+            nodes,
+        }
     }
 
     fn live(names: &[&str]) -> BTreeSet<String> {
@@ -144,6 +163,21 @@ mod tests {
         let ready = readiness(Some(2), &entries, &live(&["c-0", "c-1"]));
         assert_eq!((ready.status, ready.reason), ("False", "Unreachable"));
         assert_eq!(ready.message, "c-0: node default (http://b): connection refused");
+    }
+
+    #[test]
+    fn a_refused_generation_is_not_ready_and_says_why() {
+        let mut refused = entry("c-1", 2, vec![]);
+        refused.refusal = Some("secret team-a/vm-token not found".into());
+        let entries = [entry("c-0", 2, vec![node("http://a", false)]), refused];
+        let ready = readiness(Some(2), &entries, &live(&["c-0", "c-1"]));
+        assert_eq!((ready.status, ready.reason), ("False", "Refused"), "a refusal outranks an unreachable address");
+        assert_eq!(ready.message, "c-1: secret team-a/vm-token not found");
+        // A refusal of an older generation no longer counts.
+        let mut old = entry("c-1", 1, vec![]);
+        old.refusal = Some("secret team-a/vm-token not found".into());
+        let entries = [entry("c-0", 2, vec![node("http://a", true)]), old];
+        assert_eq!(readiness(Some(2), &entries, &live(&["c-0", "c-1"])).reason, "Reachable");
     }
 
     #[test]
