@@ -87,6 +87,20 @@ fn tick_problems(timestamps: &[u64], interval_ms: u64, from: u64, to: u64) -> (u
     (duplicates, missed, longest)
 }
 
+/// The steps of `timestamps` inside `[from, to)` that are not one interval, as (before, after)
+/// in RFC 3339 with milliseconds.
+fn irregular_steps(timestamps: &[u64], interval_ms: u64, from: u64, to: u64) -> Vec<(String, String)> {
+    let inside: Vec<u64> = timestamps.iter().copied().filter(|t| *t >= from && *t < to).collect();
+    let text = |ms: u64| {
+        k8s_openapi::jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap()).map(|t| format!("{t:.3}")).unwrap_or_default()
+    };
+    inside
+        .windows(2)
+        .filter(|pair| pair[1] - pair[0] == 0 || pair[1] - pair[0] > interval_ms + 1)
+        .map(|pair| (text(pair[0]), text(pair[1])))
+        .collect()
+}
+
 fn unix_millis(time: SystemTime) -> u64 {
     u64::try_from(time.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
@@ -203,6 +217,8 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
     let fourth_pod = release.collector_pod(3).await.unwrap();
     let mut moved_inputs = BTreeSet::new();
     let mut handovers = 0;
+    let mut departed_logs = Vec::new();
+    let mut departed_late = 0.0;
     for cycle in 1..=cycles {
         let before = wait_settled(&format!("cycle {cycle}: settled on 3"), None, &inputs, team.name(), &operator, &collectors).await;
         let fourth = ChartPodProcess::start(cluster, &admin, &fourth_pod).await.unwrap();
@@ -212,9 +228,19 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
         let on_fourth: Vec<&String> = joined.iter().filter(|(_, owner)| **owner == fourth_name).map(|(name, _)| name).collect();
         assert!(!on_fourth.is_empty(), "cycle {cycle}: the fourth collector got no inputs");
         let leaving = collectors.remove(&fourth_name).unwrap();
+        // Moves onto the fourth collector that it noticed after their fence (counted by it).
+        departed_late += counter_sum(&[&leaving], "metricshard_handovers_total", &[("outcome", "late")]).await;
         let left_at = Instant::now();
-        let status = tokio::task::spawn_blocking(move || leaving.terminate(Duration::from_secs(30))).await.unwrap().unwrap();
-        assert!(status.success(), "cycle {cycle}: the leaving collector exited with {status}");
+        let (status, log) = tokio::task::spawn_blocking(move || {
+            let status = leaving.terminate(Duration::from_secs(30));
+            (status, leaving.log_tail(200))
+        })
+        .await
+        .unwrap();
+        let status = status.unwrap();
+        assert!(status.success(), "cycle {cycle}: the leaving collector exited with {status}\n{log}");
+        // Kept for the report below: a leaving collector is gone before any failure dump.
+        departed_logs.push((cycle, log));
         let after = wait_settled(&format!("cycle {cycle}: handed back to 3"), None, &inputs, team.name(), &operator, &collectors).await;
         let moves = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
             a.iter().filter(|(name, owner)| b.get(*name) != Some(*owner)).map(|(name, _)| name.clone()).collect::<Vec<_>>()
@@ -253,7 +279,10 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
         gathered += timestamps.iter().filter(|t| **t >= window_from && **t < window_to).count();
         let (d, m, l) = tick_problems(timestamps, INTERVAL_MS, window_from, window_to);
         if d + usize::try_from(m).unwrap() > 0 {
-            offenders.push(format!("{name}: {d} duplicate(s), {m} missed, longest step {l} ms"));
+            // The instants around each gap or repeat, to set against the handovers' fences in the
+            // Events and collector logs dumped below.
+            let around = irregular_steps(timestamps, INTERVAL_MS, window_from, window_to);
+            offenders.push(format!("{name}: {d} duplicate(s), {m} missed, longest step {l} ms, at {around:?}"));
         }
         duplicates += d;
         missed += m;
@@ -261,17 +290,22 @@ async fn inputs_moved_between_live_collectors_are_gathered_once_per_tick() {
     }
     let remaining: Vec<&ChartPodProcess> = collectors.values().collect();
     let out_fenced = counter_sum(&remaining, "metricshard_handovers_total", &[("direction", "out"), ("outcome", "fenced")]).await;
-    let late = counter_sum(&remaining, "metricshard_handovers_total", &[("outcome", "late")]).await;
+    let late = counter_sum(&remaining, "metricshard_handovers_total", &[("outcome", "late")]).await + departed_late;
     let fenced = counter_sum(&[&operator], "metricshard_operator_handovers_total", &[("kind", "fenced")]).await;
     let unfenced = counter_sum(&[&operator], "metricshard_operator_handovers_total", &[("kind", "unfenced")]).await;
     eprintln!(
         "{cycles} cycles, {handovers} handovers ({} distinct inputs), {:.1} s window: {gathered} ticks gathered, \
          {duplicates} duplicate(s), {missed} missed, longest step {longest} ms (interval {INTERVAL_MS} ms); \
          operator: {fenced} fenced / {unfenced} unfenced moves; the 3 remaining collectors handed {out_fenced} \
-         inputs out fenced, {late} late",
+         inputs out fenced; {late} moves noticed late (the fourth collector's counted before each exit)",
         moved_inputs.len(),
         (window_to - window_from) as f64 / 1000.0,
     );
+    if duplicates + usize::try_from(missed).unwrap() > 0 {
+        for (cycle, log) in &departed_logs {
+            eprintln!("----- the fourth collector of cycle {cycle}, last 200 lines -----\n{log}");
+        }
+    }
     assert!(handovers >= 2 * cycles, "too few handovers to say anything: {handovers}");
     assert_eq!(duplicates, 0, "ticks gathered twice: {offenders:?}");
     assert_eq!(missed, 0, "ticks missed: {offenders:?}");
