@@ -20,32 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ::redis::AsyncCommands;
-use ::redis::Script;
 use ::redis::aio::ConnectionManager;
 
+use super::scripts::Scripts;
 use super::{PARTITIONS, PartitionKeys, RedisBufferError, integers};
-
-/// KEYS: members. Live collectors in a queue's member set (scored by their expiry, Redis' clock).
-const LIVE_MEMBERS: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZCOUNT', KEYS[1], string.format('(%d', now), '+inf')
-"#;
-
-/// KEYS: stream, meta, lease. ARGV: the tail seen when the partition was judged orphaned.
-/// Deletes the partition unless it is leased or was pushed to since; returns the samples it
-/// held (in flight or queued), or -1 when it was left alone.
-const DISCARD: &str = r#"
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-local m = redis.call('HMGET', KEYS[2], 'head', 'flight', 'gap', 'tail')
-local head = tonumber(m[1]) or 1
-local flight = tonumber(m[2]) or head
-local gap = tonumber(m[3]) or flight
-local tail = tonumber(m[4]) or gap
-if tail ~= tonumber(ARGV[1]) then return -1 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return (tail - head) - (gap - flight)
-"#;
 
 /// One queue discarded by [`OrphanedQueues::pass`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +49,7 @@ pub struct OrphanedQueues {
     live: BTreeSet<String>,
     grace: Duration,
     orphans: BTreeMap<String, Orphan>,
-    live_members: Script,
-    discard: Script,
+    scripts: Scripts,
 }
 
 impl OrphanedQueues {
@@ -88,8 +65,7 @@ impl OrphanedQueues {
             live: live.into_iter().collect(),
             grace,
             orphans: BTreeMap::new(),
-            live_members: Script::new(LIVE_MEMBERS),
-            discard: Script::new(DISCARD),
+            scripts: Scripts::new(),
         })
     }
 
@@ -103,7 +79,7 @@ impl OrphanedQueues {
             if self.live.contains(&queue) {
                 continue;
             }
-            let members: i64 = self.live_members.key(format!("{queue}:members")).invoke_async(&mut self.connection).await?;
+            let members: i64 = self.scripts.live_members.key(format!("{queue}:members")).invoke_async(&mut self.connection).await?;
             if members > 0 {
                 self.orphans.remove(&queue);
                 continue;
@@ -156,10 +132,10 @@ impl OrphanedQueues {
     /// held, or `None` when every partition was left alone (it is looked at again next pass).
     async fn discard_queue(&mut self, queue: &str, tails: &BTreeMap<u16, u64>) -> Result<Option<u64>, RedisBufferError> {
         let mut pipe = ::redis::pipe();
-        pipe.load_script(&self.discard).ignore();
+        pipe.load_script(&self.scripts.discard).ignore();
         for (partition, tail) in tails {
             let keys = PartitionKeys::of(queue, *partition);
-            pipe.invoke_script(self.discard.key(&keys.stream).key(&keys.meta).key(&keys.lease).arg(*tail));
+            pipe.invoke_script(self.scripts.discard.key(&keys.stream).key(&keys.meta).key(&keys.lease).arg(*tail));
         }
         let replies: ::redis::Value = pipe.query_async(&mut self.connection).await?;
         let deleted: Vec<u64> = integers(&replies)?.into_iter().filter_map(|held| u64::try_from(held).ok()).collect();

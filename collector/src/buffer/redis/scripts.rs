@@ -26,6 +26,10 @@ local function meta(key)
   local tail = tonumber(m[4]) or gap
   return head, flight, gap, tail
 end
+-- Samples held: in flight or queued, not those dropped behind the batch in flight.
+local function held(head, flight, gap, tail)
+  return (tail - head) - (gap - flight)
+end
 local function span(id)
   local dash = string.find(id, '-', 1, true)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
@@ -73,7 +77,7 @@ if tail - gap > room then
   redis.call('HINCRBY', KEYS[2], 'dropped', dropped)
 end
 redis.call('HSET', KEYS[2], 'head', head, 'flight', flight, 'gap', gap, 'tail', tail)
-return {dropped, (tail - head) - (gap - flight)}
+return {dropped, held(head, flight, gap, tail)}
 "#;
 
 /// KEYS: meta, lease. ARGV: token, max samples.
@@ -90,7 +94,7 @@ if flight == head then
   gap = flight
   redis.call('HSET', KEYS[1], 'head', head, 'flight', flight, 'gap', gap, 'tail', tail)
 end
-return {1, head, flight, (tail - head) - (gap - flight)}
+return {1, head, flight, held(head, flight, gap, tail)}
 "#;
 
 /// KEYS: stream, meta, lease. ARGV: token, end of the batch, trim hint.
@@ -136,17 +140,38 @@ redis.call('DEL', KEYS[2])
 return 1
 "#;
 
-/// KEYS: members. ARGV: token, lease milliseconds.
-/// Records this instance as live until now + lease (by Redis' clock, so collectors' clocks do
-/// not matter), forgets expired ones, returns how many are live.
-const HEARTBEAT: &str = r#"
+/// Redis' clock in milliseconds, prepended to the scripts of the member set: collectors'
+/// clocks never matter.
+const CLOCK: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+/// KEYS: members. ARGV: token, lease milliseconds.
+/// Records this instance as live until now + lease, forgets expired ones, returns how many are
+/// live.
+const HEARTBEAT: &str = r#"
 local lease = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now))
 redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], lease * 3)
 return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// KEYS: members. Live instances in a member set (scored by their expiry).
+const LIVE_MEMBERS: &str = r#"
+return redis.call('ZCOUNT', KEYS[1], string.format('(%d', now), '+inf')
+"#;
+
+/// KEYS: stream, meta, lease. ARGV: the tail seen when the partition was judged orphaned.
+/// Deletes the partition of an orphaned queue (`orphans.rs`) unless it is leased or was pushed
+/// to since; returns the samples it held (in flight or queued), or -1 when it was left alone.
+const DISCARD: &str = r#"
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local head, flight, gap, tail = meta(KEYS[2])
+if tail ~= tonumber(ARGV[1]) then return -1 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return held(head, flight, gap, tail)
 "#;
 
 /// The scripts, with their SHA1 computed once.
@@ -160,6 +185,8 @@ pub(super) struct Scripts {
     pub(super) renew: Script,
     pub(super) release: Script,
     pub(super) heartbeat: Script,
+    pub(super) live_members: Script,
+    pub(super) discard: Script,
 }
 
 impl Scripts {
@@ -172,7 +199,9 @@ impl Scripts {
             ack: Script::new(&format!("{PRELUDE}{ACK}")),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
-            heartbeat: Script::new(HEARTBEAT),
+            heartbeat: Script::new(&format!("{CLOCK}{HEARTBEAT}")),
+            live_members: Script::new(&format!("{CLOCK}{LIVE_MEMBERS}")),
+            discard: Script::new(&format!("{PRELUDE}{DISCARD}")),
         }
     }
 }
