@@ -211,9 +211,10 @@ pub fn start(
     let plan = OutputPlan::of(&settings.protocol)?;
     let single = plan.is_single();
     let share = buffer_share(&settings.buffer, plan.destinations().len());
+    // A single destination keeps the output's plain queue; fanned-out ones get one each.
+    let queues: Vec<Option<String>> = plan.destinations().iter().map(|destination| (!single).then(|| destination.queue_name())).collect();
     let mut loops = Vec::with_capacity(plan.destinations().len());
-    for (destination, sink) in plan.destinations().iter().zip(sinks) {
-        let queue = (!single).then(|| destination.queue_name());
+    for ((destination, sink), queue) in plan.destinations().iter().zip(sinks).zip(&queues) {
         let buffer = buffer::spec::build_queue(&share, output, queue.as_deref())?;
         loops.push((destination.clone(), sink, buffer));
     }
@@ -232,7 +233,7 @@ pub fn start(
         handles.push(tokio::spawn(pipeline::run(node, pipeline_settings.clone(), sink, buffer, receiver, never)));
         senders.push(sender);
     }
-    let sweeper = sweep_orphaned_queues(output, &settings.buffer, &plan, telemetry)?;
+    let sweeper = sweep_orphaned_queues(output, &settings.buffer, &queues, telemetry)?;
     let board = telemetry.output_nodes.clone();
     board.register(output.clone(), generation, nodes.clone());
     let output = output.clone();
@@ -254,26 +255,19 @@ pub fn start(
     }))
 }
 
-/// Starts the task that discards the Redis queues this output's destinations no longer use
+/// Starts the task that discards the Redis queues other than `queues` (this output's running
+/// destinations, as passed to [`buffer::spec::build_queue`]) under the output's prefix
 /// (`buffer::redis::orphans`), counting their samples as dropped (`queue_orphaned`). Only for a
 /// Redis buffer; it looks every tenth of the retention, between 1 s and 1 min.
 fn sweep_orphaned_queues(
     output: &OutputId,
     spec: &BufferSpec,
-    plan: &OutputPlan,
+    queues: &[Option<String>],
     telemetry: &Telemetry,
 ) -> Result<Option<JoinHandle<()>>, DeliveryError> {
     let Some(redis) = &spec.redis else { return Ok(None) };
     let output_prefix = buffer::spec::output_prefix(redis, output);
-    let single = plan.is_single();
-    let live: Vec<String> = plan
-        .destinations()
-        .iter()
-        .map(|destination| {
-            let queue = (!single).then(|| destination.queue_name());
-            buffer::spec::queue_prefix(&output_prefix, queue.as_deref())
-        })
-        .collect();
+    let live: Vec<String> = queues.iter().map(|queue| buffer::spec::queue_prefix(&output_prefix, queue.as_deref())).collect();
     let retention = redis.orphan_retention.get();
     let mut queues = OrphanedQueues::new(&redis.url, output_prefix, live, retention)?;
     let period = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
