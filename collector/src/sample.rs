@@ -27,7 +27,7 @@ impl Labels {
     pub fn from_pairs<N: Into<Text>, V: Into<Text>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let mut labels = Self::default();
         for (name, value) in pairs {
-            labels.set(name.into(), value.into());
+            labels.set(name, value);
         }
         labels
     }

@@ -65,14 +65,14 @@ impl DiscoveryConfig {
         let mut groups: Vec<(&[String], Labels)> = vec![(self.source.static_targets.as_slice(), Labels::default())];
         if let Some(files) = files {
             for (path, group) in files.groups() {
-                let mut labels = Labels::from_pairs(group.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let mut labels = Labels::from_pairs(group.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 labels.set(file::META_FILEPATH, path.display().to_string());
                 groups.push((group.targets.as_slice(), labels));
             }
         }
         if let Some(http) = http {
             for group in http.groups() {
-                let mut labels = Labels::from_pairs(group.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let mut labels = Labels::from_pairs(group.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 labels.set(http::META_URL, http.url());
                 groups.push((group.targets.as_slice(), labels));
             }
